@@ -1,0 +1,90 @@
+"""Decoder configuration: one dataclass that can express PaLM, Gemma, Llama and Qwen2."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import gin
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot work; the message names the field and the fix."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a decoder-only transformer.
+
+  The defaults are PaLM's choices (parallel block, multi-query attention,
+  SwiGLU, RoPE, tied embeddings, no biases); every one is a switch so that the
+  open families the converter loads are expressed exactly.
+  """
+
+  vocab_size: int = 256
+  embed_dim: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 1  # 1 = multi-query (PaLM); num_heads = multi-head.
+  head_dim: int = 32
+  mlp_dim: int = 512
+  # PaLM computes attention and MLP from the same normalised input and sums
+  # them; Llama, Gemma and Qwen2 apply them one after the other.
+  parallel_block: bool = True
+  activation: Literal["silu", "gelu", "gelu_tanh"] = "silu"  # silu=SwiGLU, gelu*=GeGLU
+  tie_embeddings: bool = True
+  norm_eps: float = 1e-6
+  # Gemma stores RMSNorm scales as w and multiplies by (1 + w).
+  norm_plus_one: bool = False
+  qkv_bias: bool = False  # Qwen2
+  # Gemma multiplies embeddings by sqrt(embed_dim) before the first block.
+  scale_embeddings: bool = False
+  rope_theta: float = 10_000.0
+  # Llama 3 style frequency scaling; None leaves RoPE unscaled.
+  rope_scaling: tuple[tuple[str, float], ...] | None = None
+  # Attention logits are scaled by query_scale; None means head_dim ** -0.5.
+  query_scale: float | None = None
+  # Computation dtype; parameters stay in param_dtype (fp32 master weights).
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    for name in ("vocab_size", "embed_dim", "num_layers", "num_heads",
+                 "num_kv_heads", "head_dim", "mlp_dim"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}.")
+    if self.num_heads % self.num_kv_heads:
+      raise ConfigError(
+          f"ModelConfig.num_heads={self.num_heads} is not divisible by "
+          f"ModelConfig.num_kv_heads={self.num_kv_heads}: every key/value head "
+          "must serve the same number of query heads. Pick num_kv_heads among "
+          f"the divisors of num_heads: {_divisors(self.num_heads)}.")
+    if self.head_dim % 2:
+      raise ConfigError(
+          f"ModelConfig.head_dim={self.head_dim} must be even for rotary "
+          "embeddings (RoPE rotates pairs of dimensions).")
+    if self.activation not in ("silu", "gelu", "gelu_tanh"):
+      raise ConfigError(
+          f"ModelConfig.activation={self.activation!r} is unknown; use 'silu' "
+          "(SwiGLU), 'gelu' or 'gelu_tanh' (GeGLU).")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(
+            f"ModelConfig.{name}={getattr(self, name)!r} is unknown; use "
+            "'float32', 'bfloat16' or 'float16'.")
+
+  @property
+  def num_params(self) -> int:
+    """Parameter count, used by benchmarks for FLOP estimates."""
+    attn = self.embed_dim * self.head_dim * (2 * self.num_heads + 2 * self.num_kv_heads)
+    if self.qkv_bias:
+      attn += self.head_dim * (self.num_heads + 2 * self.num_kv_heads)
+    mlp = 3 * self.embed_dim * self.mlp_dim
+    norms = (1 if self.parallel_block else 2) * self.embed_dim
+    embed = self.vocab_size * self.embed_dim * (1 if self.tie_embeddings else 2)
+    return self.num_layers * (attn + mlp + norms) + embed + self.embed_dim
+
+
+def _divisors(n: int) -> list[int]:
+  return [d for d in range(1, n + 1) if n % d == 0]

@@ -1,0 +1,256 @@
+"""Decoder-only transformer in Flax, with an explicit two-part KV cache.
+
+Every call sees tokens shaped [batch, samples, length]. Training and prefill
+use samples=1 and attend causally over their own keys. Decoding attends over
+two segments: the prompt's keys, computed once per prompt and shared by all
+of its samples (`prefix`), and each sample's own generated keys (`cache`).
+Sharing the prompt segment is what makes N samples per problem cheap: the
+prompt is prefilled once and read once per step, not N times.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from restem_jax import partitioning
+from restem_jax.config import ModelConfig
+
+Array = jax.Array
+
+
+class KV(NamedTuple):
+  """Keys and values of one segment, for every layer (leading axis)."""
+  k: Array
+  v: Array
+
+
+def _dense_init(fan_in: int):
+  return nn.initializers.normal(stddev=fan_in ** -0.5)
+
+
+def rope_inverse_frequencies(cfg: ModelConfig) -> Array:
+  """Inverse frequencies of RoPE, with Llama 3 or linear scaling if configured."""
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
+  if cfg.rope_scaling is None:
+    return inv
+  scaling = dict(cfg.rope_scaling)
+  kind = scaling.get("rope_type", "linear")
+  factor = scaling["factor"]
+  if kind == "linear":
+    return inv / factor
+  if kind == "llama3":
+    # Llama 3.1: long wavelengths are slowed by `factor`, short ones kept,
+    # and the band between is interpolated smoothly.
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    smooth = (original / wavelen - low) / (high - low)
+    mid = (1 - smooth) * inv / factor + smooth * inv
+    out = jnp.where(wavelen > original / low, inv / factor, inv)
+    band = (wavelen <= original / low) & (wavelen >= original / high)
+    return jnp.where(band, mid, out)
+  raise ValueError(f"ModelConfig.rope_scaling type {kind!r} is not supported; use 'linear' or 'llama3'.")
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+  """Rotates x [..., T, heads, D] by positions [..., T] (rotate-half layout, as in HF)."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [..., T, D/2]
+  sin = jnp.sin(angles)[..., None, :]
+  cos = jnp.cos(angles)[..., None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.cfg
+    init = nn.initializers.zeros if cfg.norm_plus_one else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, ("norm",)),
+                       (x.shape[-1],), jnp.dtype(cfg.param_dtype))
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + cfg.norm_eps)
+    scale = scale.astype(jnp.float32)
+    if cfg.norm_plus_one:
+      scale = 1.0 + scale
+    return (xf * scale).astype(jnp.dtype(cfg.dtype))
+
+
+def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+           init) -> Array:
+  cfg = module.cfg
+  value = module.param(name, nn.with_logical_partitioning(init, axes), shape,
+                       jnp.dtype(cfg.param_dtype))
+  return value.astype(jnp.dtype(cfg.dtype))
+
+
+def _attend(q: Array, prefix: KV | None, prefix_mask: Array | None, own: KV,
+            own_mask: Array) -> Array:
+  """Softmax attention of q over the prompt segment and the own segment.
+
+  q: [B, N, T, K, G, D]; prefix.k/v: [B, K, P, D]; prefix_mask: [B, P];
+  own.k/v: [B, N, K, S, D]; own_mask: [B, N, T, S]. Returns [B, N, T, K, G, D].
+  """
+  f32 = jnp.float32
+  neg = jnp.finfo(f32).min
+  s_own = jnp.einsum("bntkgd,bnksd->bnkgts", q, own.k, preferred_element_type=f32)
+  s_own = jnp.where(own_mask[:, :, None, None], s_own, neg)
+  scores = [s_own]
+  if prefix is not None:
+    s_pre = jnp.einsum("bntkgd,bkpd->bnkgtp", q, prefix.k, preferred_element_type=f32)
+    scores.append(jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg))
+  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
+  s = own.k.shape[3]
+  out = jnp.einsum("bnkgts,bnksd->bntkgd", probs[..., :s], own.v)
+  if prefix is not None:
+    out = out + jnp.einsum("bnkgtp,bkpd->bntkgd", probs[..., s:], prefix.v)
+  return out
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, positions: Array, own_mask: Array, prefix: KV | None,
+               prefix_mask: Array | None, cache: KV | None, cache_index: Array | None
+               ) -> tuple[Array, KV]:
+    cfg = self.cfg
+    e, h, k, d = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    init = _dense_init(e)
+    wq = _param(self, "q", (e, h, d), ("embed", "heads", "head_dim"), init)
+    wk = _param(self, "k", (e, k, d), ("embed", "kv_heads", "head_dim"), init)
+    wv = _param(self, "v", (e, k, d), ("embed", "kv_heads", "head_dim"), init)
+    wo = _param(self, "o", (h, d, e), ("heads", "head_dim", "embed"), _dense_init(h * d))
+    q = jnp.einsum("bnte,ehd->bnthd", x, wq)
+    kk = jnp.einsum("bnte,ekd->bntkd", x, wk)
+    vv = jnp.einsum("bnte,ekd->bntkd", x, wv)
+    if cfg.qkv_bias:
+      zeros = nn.initializers.zeros
+      q = q + _param(self, "q_bias", (h, d), ("heads", "head_dim"), zeros)
+      kk = kk + _param(self, "k_bias", (k, d), ("kv_heads", "head_dim"), zeros)
+      vv = vv + _param(self, "v_bias", (k, d), ("kv_heads", "head_dim"), zeros)
+    inv_freq = rope_inverse_frequencies(cfg)
+    q = apply_rope(q, positions, inv_freq)
+    kk = apply_rope(kk, positions, inv_freq)
+    scale = cfg.query_scale if cfg.query_scale is not None else d ** -0.5
+    q = (q * scale).reshape(q.shape[:3] + (k, h // k, d))
+    q = partitioning.constrain(q, ("act_batch", "act_samples", "act_length", "act_kv_heads", None, None))
+    # Heads before length: a decode step then writes one contiguous slice
+    # and XLA never transposes the whole cache.
+    new = KV(kk.transpose(0, 1, 3, 2, 4), vv.transpose(0, 1, 3, 2, 4))
+    if cache is not None:
+      new = KV(*(jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), cache_index, axis=3)
+                 for c, n in zip(cache, new)))
+    new = KV(*(partitioning.constrain(a, ("act_batch", "act_samples", "act_kv_heads", None, None))
+               for a in new))
+    own = KV(new.k.astype(q.dtype), new.v.astype(q.dtype))
+    out = _attend(q, prefix, prefix_mask, own, own_mask)
+    out = out.reshape(out.shape[:3] + (h, d))
+    return jnp.einsum("bnthd,hde->bnte", out, wo), new
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.cfg
+    e, m = cfg.embed_dim, cfg.mlp_dim
+    gate = _param(self, "gate", (e, m), ("embed", "mlp"), _dense_init(e))
+    up = _param(self, "up", (e, m), ("embed", "mlp"), _dense_init(e))
+    down = _param(self, "down", (m, e), ("mlp", "embed"), _dense_init(m))
+    act = {"silu": jax.nn.silu,
+           "gelu": lambda a: jax.nn.gelu(a, approximate=False),
+           "gelu_tanh": lambda a: jax.nn.gelu(a, approximate=True)}[cfg.activation]
+    hidden = act(x @ gate) * (x @ up)
+    hidden = partitioning.constrain(hidden, ("act_batch", "act_samples", "act_length", "act_mlp"))
+    return hidden @ down
+
+
+class Block(nn.Module):
+  """One transformer layer; scanned over layers by `Decoder`."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, layer_kv: tuple[KV | None, KV | None], positions: Array,
+               own_mask: Array, prefix_mask: Array | None, cache_index: Array | None
+               ) -> tuple[Array, KV]:
+    prefix, cache = layer_kv
+    attn = Attention(self.cfg, name="attn")
+    normed = RMSNorm(self.cfg, name="pre_attn_norm")(x)
+    a, kv = attn(normed, positions, own_mask, prefix, prefix_mask, cache, cache_index)
+    if self.cfg.parallel_block:
+      x = x + a + Mlp(self.cfg, name="mlp")(normed)
+    else:
+      x = x + a
+      x = x + Mlp(self.cfg, name="mlp")(RMSNorm(self.cfg, name="pre_mlp_norm")(x))
+    x = partitioning.constrain(x, ("act_batch", "act_samples", "act_length", "act_embed"))
+    return x, kv
+
+
+class Decoder(nn.Module):
+  """The decoder. See the module docstring for the segment layout."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, positions: Array, own_mask: Array,
+               prefix: KV | None = None, prefix_mask: Array | None = None,
+               cache: KV | None = None, cache_index: Array | None = None
+               ) -> tuple[Array, KV]:
+    """Returns float32 logits [B, N, T, vocab] and this call's keys/values.
+
+    Without `cache`, the returned KV holds the keys of `tokens`
+    ([layers, B, N, kv_heads, T, head_dim]); with it, the updated cache.
+    """
+    cfg = self.cfg
+    embedding = self.param(
+        "embedding",
+        nn.with_logical_partitioning(_dense_init(cfg.embed_dim), ("vocab", "embed")),
+        (cfg.vocab_size, cfg.embed_dim), jnp.dtype(cfg.param_dtype))
+    x = jnp.take(embedding, tokens, axis=0).astype(jnp.dtype(cfg.dtype))
+    if cfg.scale_embeddings:
+      x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
+    x = partitioning.constrain(x, ("act_batch", "act_samples", "act_length", "act_embed"))
+    layers = nn.scan(
+        Block, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    x, kv = layers(cfg, name="layers")(x, (prefix, cache), positions, own_mask,
+                                       prefix_mask, cache_index)
+    x = RMSNorm(cfg, name="final_norm")(x)
+    if cfg.tie_embeddings:
+      head = embedding.T
+    else:
+      head = self.param(
+          "head", nn.with_logical_partitioning(_dense_init(cfg.embed_dim), ("embed", "vocab")),
+          (cfg.embed_dim, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+    logits = jnp.einsum("bnte,ev->bntv", x, head.astype(x.dtype),
+                        preferred_element_type=jnp.float32)
+    logits = partitioning.constrain(logits, ("act_batch", "act_samples", "act_length", "act_vocab"))
+    return logits, kv
+
+
+def causal_mask(valid: Array) -> Array:
+  """[B, N, T] validity -> [B, N, T, T] mask: causal, and padded keys hidden."""
+  t = valid.shape[-1]
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  return causal & valid[..., None, :]
+
+
+def forward(model: Decoder, params, tokens: Array, valid: Array | None = None) -> Array:
+  """Full forward pass without a cache: logits [B, T, vocab] of tokens [B, T]."""
+  if valid is None:
+    valid = jnp.ones(tokens.shape, bool)
+  positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
+  logits, _ = model.apply({"params": params}, tokens[:, None], positions[:, None],
+                          causal_mask(valid[:, None]))
+  return logits[:, 0]
+

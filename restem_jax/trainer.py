@@ -1,0 +1,185 @@
+"""Fine-tuning step: reward-weighted NLL on target tokens, sharded with pjit.
+
+With binary rewards the objective E[r log p(y|x)] is plain SFT on the kept
+samples; the weight is kept general so a sample with reward 0 contributes
+exactly nothing (it adds neither loss nor tokens to the normaliser).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from restem_jax import partitioning
+from restem_jax.config import ConfigError, ModelConfig
+from restem_jax.model import Decoder, causal_mask
+from restem_jax.params import abstract_params, param_shardings, place
+
+Batch = dict[str, Any]  # tokens [B,T] int32, target_mask [B,T], valid [B,T], reward [B]
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Optimizer and learning-rate schedule. The paper states none of these."""
+  # Adafactor is what the PaLM family was trained with; "adamw" is the
+  # usual choice for open models.
+  name: str = "adafactor"
+  learning_rate: float = 1e-4
+  schedule: str = "constant"  # constant | cosine | linear | rsqrt, after warmup.
+  warmup_steps: int = 0
+  decay_steps: int = 1000  # Horizon of cosine / linear decay.
+  weight_decay: float = 0.0
+  max_grad_norm: float = 1.0  # 0 disables clipping.
+  b1: float = 0.9
+  b2: float = 0.95
+
+  def __post_init__(self):
+    if self.name not in ("adafactor", "adamw"):
+      raise ConfigError(f"OptimizerConfig.name={self.name!r} is unknown; use 'adafactor' or 'adamw'.")
+    if self.schedule not in ("constant", "cosine", "linear", "rsqrt"):
+      raise ConfigError(f"OptimizerConfig.schedule={self.schedule!r} is unknown; use "
+                        "'constant', 'cosine', 'linear' or 'rsqrt'.")
+    if self.learning_rate <= 0:
+      raise ConfigError(f"OptimizerConfig.learning_rate={self.learning_rate} must be > 0.")
+
+
+def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+  warmup = max(cfg.warmup_steps, 1)
+  ramp = lambda step: jnp.minimum(1.0, (step + 1) / warmup)
+  decay_steps = max(cfg.decay_steps - cfg.warmup_steps, 1)
+  after = lambda step: jnp.maximum(step - cfg.warmup_steps, 0)
+  decays = {
+      "constant": lambda step: 1.0,
+      "cosine": lambda step: 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(after(step) / decay_steps, 1.0))),
+      "linear": lambda step: jnp.maximum(1.0 - after(step) / decay_steps, 0.0),
+      "rsqrt": lambda step: jnp.sqrt(warmup / jnp.maximum(step + 1, warmup)),
+  }
+  decay = decays[cfg.schedule]
+  return lambda step: cfg.learning_rate * ramp(step) * decay(step)
+
+
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+  lr = learning_rate_schedule(cfg)
+  if cfg.name == "adafactor":
+    opt = optax.adafactor(learning_rate=lr, multiply_by_parameter_scale=False,
+                          weight_decay_rate=cfg.weight_decay or None)
+  else:
+    opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+  if cfg.max_grad_norm:
+    opt = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), opt)
+  return opt
+
+
+class TrainState(NamedTuple):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def weighted_nll(model: Decoder, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """(sum of reward * NLL over target tokens, sum of reward * target tokens)."""
+  tokens, valid = batch["tokens"], batch["valid"].astype(bool)
+  positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
+  logits, _ = model.apply({"params": params}, tokens[:, None], positions[:, None],
+                          causal_mask(valid[:, None]))
+  logp = jax.nn.log_softmax(logits[:, 0, :-1])
+  nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  weight = batch["target_mask"][:, 1:] * valid[:, 1:] * batch["reward"][:, None]
+  return jnp.sum(nll * weight), jnp.sum(weight)
+
+
+class Trainer:
+  """Jitted, sharded train step over a model, an optimizer and a mesh."""
+
+  def __init__(self, model_config: ModelConfig, optimizer_config: OptimizerConfig, mesh: Mesh,
+               rules: partitioning.Rules = partitioning.DEFAULT_RULES, *,
+               grad_accum_steps: int = 1):
+    if grad_accum_steps < 1:
+      raise ConfigError(f"grad_accum_steps={grad_accum_steps} must be >= 1.")
+    self.model = Decoder(model_config)
+    self.optimizer = make_optimizer(optimizer_config)
+    self.mesh, self.rules = mesh, rules
+    self.grad_accum_steps = grad_accum_steps
+    self.param_shardings = param_shardings(self.model, mesh, rules)
+    opt_shardings = self._opt_state_shardings(abstract_params(self.model))
+    self.state_shardings = TrainState(partitioning.replicated(mesh), self.param_shardings,
+                                      opt_shardings)
+    batch_sharding = NamedSharding(mesh, partitioning.spec_for(
+        (mesh.shape["data"] * mesh.shape["fsdp"],), ("act_batch",), mesh, rules))
+    self._step = jax.jit(self._train_step, in_shardings=(self.state_shardings, batch_sharding),
+                         out_shardings=(self.state_shardings, partitioning.replicated(mesh)),
+                         donate_argnums=0)
+    self._loss = jax.jit(self._loss_terms, in_shardings=(self.param_shardings, batch_sharding),
+                         out_shardings=partitioning.replicated(mesh))
+
+  def _opt_state_shardings(self, abstract_params):
+    abstract_state = jax.eval_shape(self.optimizer.init, abstract_params)
+    replicated = partitioning.replicated(self.mesh)
+    # Moments shaped like their parameter share its sharding; factored or
+    # scalar statistics are small and replicated.
+    return optax.tree_map_params(
+        self.optimizer,
+        lambda leaf, sharding, param: sharding if leaf.shape == param.shape else replicated,
+        abstract_state, self.param_shardings, abstract_params,
+        transform_non_params=lambda _: replicated)
+
+  def init_state(self, params: Any) -> TrainState:
+    """A fresh optimizer on a private copy of `params` (the step donates its state)."""
+    params = jax.tree.map(lambda x: jnp.array(x, copy=True), place(params, self.param_shardings))
+    opt_init = jax.jit(self.optimizer.init, in_shardings=(self.param_shardings,),
+                       out_shardings=self.state_shardings.opt_state)
+    return TrainState(jax.device_put(jnp.int32(0), self.state_shardings.step), params,
+                      opt_init(params))
+
+  def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
+    """One optimizer update on `batch` (its rows split into grad_accum_steps microbatches)."""
+    rows = len(batch["tokens"])
+    if rows % self.grad_accum_steps:
+      raise ConfigError(f"batch of {rows} rows is not divisible by grad_accum_steps="
+                        f"{self.grad_accum_steps}.")
+    state, metrics = self._step(state, _as_arrays(batch))
+    return state, {k: float(v) for k, v in metrics.items()}
+
+  def loss(self, params: Any, batch: Batch) -> float:
+    """Mean reward-weighted NLL per target token."""
+    total, weight = self._loss(params, _as_arrays(batch))
+    return float(total / jnp.maximum(weight, 1e-9))
+
+  def _loss_terms(self, params, batch):
+    with partitioning.sharding_context(self.mesh, self.rules):
+      return weighted_nll(self.model, params, batch)
+
+  def _train_step(self, state: TrainState, batch: Batch):
+    with partitioning.sharding_context(self.mesh, self.rules):
+      micro = jax.tree.map(
+          lambda x: x.reshape((self.grad_accum_steps, -1) + x.shape[1:]), batch)
+      grad_fn = jax.value_and_grad(lambda p, b: weighted_nll(self.model, p, b), has_aux=True)
+
+      def accumulate(carry, b):
+        (total, weight), grads = grad_fn(state.params, b)
+        return jax.tree.map(jnp.add, carry, (total, weight, grads)), None
+
+      zeros = (jnp.float32(0), jnp.float32(0), jax.tree.map(jnp.zeros_like, state.params))
+      (total, weight, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+      norm = jnp.maximum(weight, 1e-9)
+      grads = jax.tree.map(lambda g: g / norm, grads)
+      updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      metrics = {"loss": total / norm, "target_tokens": weight,
+                 "grad_norm": optax.global_norm(grads)}
+      return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def _as_arrays(batch: Batch) -> Batch:
+  return {"tokens": np.asarray(batch["tokens"], np.int32),
+          "target_mask": np.asarray(batch["target_mask"], np.float32),
+          "valid": np.asarray(batch["valid"], bool),
+          "reward": np.asarray(batch["reward"], np.float32)}
