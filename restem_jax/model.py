@@ -10,6 +10,7 @@ prompt is prefilled once and read once per step, not N times.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -245,6 +246,7 @@ def causal_mask(valid: Array) -> Array:
   return causal & valid[..., None, :]
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def forward(model: Decoder, params, tokens: Array, valid: Array | None = None) -> Array:
   """Full forward pass without a cache: logits [B, T, vocab] of tokens [B, T]."""
   if valid is None:

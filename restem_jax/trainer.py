@@ -90,9 +90,15 @@ def weighted_nll(model: Decoder, params: Any, batch: Batch) -> tuple[jax.Array, 
   positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
   logits, _ = model.apply({"params": params}, tokens[:, None], positions[:, None],
                           causal_mask(valid[:, None]))
-  logp = jax.nn.log_softmax(logits[:, 0, :-1])
+  return nll_of_logits(logits[:, 0], batch)
+
+
+def nll_of_logits(logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """Reward-weighted NLL sums of next-token logits [B, T, V]; prompt positions weigh 0."""
+  tokens = batch["tokens"]
+  logp = jax.nn.log_softmax(logits[:, :-1])
   nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-  weight = batch["target_mask"][:, 1:] * valid[:, 1:] * batch["reward"][:, None]
+  weight = batch["target_mask"][:, 1:] * batch["valid"][:, 1:] * batch["reward"][:, None]
   return jnp.sum(nll * weight), jnp.sum(weight)
 
 
@@ -174,7 +180,7 @@ class Trainer:
       updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
       metrics = {"loss": total / norm, "target_tokens": weight,
-                 "grad_norm": optax.global_norm(grads)}
+                 "grad_norm": optax.tree.norm(grads)}
       return TrainState(state.step + 1, params, opt_state), metrics
 
 

@@ -1,0 +1,88 @@
+"""E-step: sample N solutions per training problem from the current policy and score them.
+
+Problems are processed in fixed shards; each finished shard is written as a
+JSONL file (via a temporary file and a rename), so a resumed E-step skips
+finished shards and no sample is lost or written twice. A prompt's samples
+depend only on (seed, iteration, problem index), not on the shard layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+from tqdm import tqdm
+
+from restem_jax.generation import TextGenerator
+from restem_jax.sampler import SamplingConfig
+from restem_jax.tasks.base import Problem, TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  problem_id: str
+  prompt: str
+  completion: str
+  reward: float
+  logprob: float
+  iteration: int
+  sample_index: int
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self))
+
+
+def run_e_step(generator: TextGenerator, task: TaskSpec, params: Any,
+               problems: Sequence[Problem], sampling: SamplingConfig, *, iteration: int,
+               seed: int, out_dir: str, shard_size: int) -> list[Sample]:
+  """Samples and scores every problem; returns all samples in problem order."""
+  os.makedirs(out_dir, exist_ok=True)
+  num_shards = -(-len(problems) // shard_size)
+  samples: list[Sample] = []
+  kept = 0
+  bar = tqdm(total=len(problems), desc=f"E-step {iteration}", unit="problem",
+             disable=jax.process_index() != 0)
+  for shard in range(num_shards):
+    path = os.path.join(out_dir, f"shard_{shard:05d}.jsonl")
+    start = shard * shard_size
+    chunk = problems[start:start + shard_size]
+    if os.path.exists(path):
+      shard_samples = read_samples(path)
+    else:
+      shard_samples = _sample_shard(generator, task, params, chunk, range(start, start + len(chunk)),
+                                    sampling, iteration, seed)
+      write_samples(path, shard_samples)
+    samples.extend(shard_samples)
+    kept += sum(s.reward > 0 for s in shard_samples)
+    bar.update(len(chunk))
+    bar.set_postfix(correct=kept)
+  bar.close()
+  return samples
+
+
+def _sample_shard(generator, task, params, problems, indices, sampling, iteration, seed):
+  completions = generator.generate(params, [p.prompt for p in problems], sampling, seed,
+                                   prompt_ids=list(indices))
+  flat = [(p, i, c) for p, row in zip(problems, completions) for i, c in enumerate(row)]
+  rewards = task.score([p.record for p, _, _ in flat], [c.text for _, _, c in flat])
+  return [Sample(problem_id=p.id, prompt=p.prompt, completion=c.text, reward=float(r),
+                 logprob=c.logprob, iteration=iteration, sample_index=i)
+          for (p, i, c), r in zip(flat, rewards)]
+
+
+def read_samples(path: str) -> list[Sample]:
+  with open(path) as f:
+    return [Sample(**json.loads(line)) for line in f if line.strip()]
+
+
+def write_samples(path: str, samples: Sequence[Sample]) -> None:
+  """Writes samples as one JSONL file, atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  with open(path + ".tmp", "w") as f:
+    f.writelines(s.to_json() + "\n" for s in samples)
+  os.replace(path + ".tmp", path)
+

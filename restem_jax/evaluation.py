@@ -1,0 +1,96 @@
+"""Per-iteration evaluation: greedy pass@1, sampled pass@k, maj@k, train solve rate."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import gin
+import numpy as np
+
+from restem_jax import metrics
+from restem_jax.generation import TextGenerator
+from restem_jax.sampler import SamplingConfig
+from restem_jax.tasks.base import Problem, TaskSpec
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Evaluation settings; the paper's pass@k protocol is T=1.0, top-p 0.95."""
+  pass_k_samples: int = 64  # n of the unbiased estimator; paper: up to 64.
+  pass_ks: tuple[int, ...] = (1, 4, 16, 64)
+  maj_ks: tuple[int, ...] = (64,)  # Paper: maj@64 on MATH.
+  pass_temperature: float = 1.0
+  pass_top_p: float = 0.95
+  # The train solve rate is measured on this many training problems, sampled
+  # at the E-step's temperature (project default; the paper plots all of train).
+  train_eval_size: int = 256
+  train_eval_samples: int = 4
+  max_new_tokens: int = 256
+  seed: int = 1234
+
+  def __post_init__(self):
+    for k in self.pass_ks + self.maj_ks:
+      if k > self.pass_k_samples:
+        raise ValueError(f"EvalConfig: k={k} exceeds pass_k_samples={self.pass_k_samples}; "
+                         "raise pass_k_samples or drop that k.")
+
+
+class Evaluator:
+  """Scores a policy on a task; every number is reproducible from EvalConfig.seed."""
+
+  def __init__(self, task: TaskSpec, generator: TextGenerator, config: EvalConfig):
+    self.task, self.generator, self.config = task, generator, config
+
+  def mean_reward(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
+                  seed: int) -> float:
+    """Mean reward over every sample of every problem (greedy: one per problem)."""
+    if not problems:
+      return 0.0
+    completions = self.generator.generate(params, [p.prompt for p in problems], sampling, seed,
+                                          range(len(problems)))
+    rewards = self.task.score([p.record for p, row in zip(problems, completions) for _ in row],
+                              [c.text for row in completions for c in row])
+    return float(np.mean(rewards))
+
+  def greedy_pass_at_1(self, params: Any, problems: Sequence[Problem]) -> float:
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
+    return self.mean_reward(params, problems, greedy, self.config.seed)
+
+  def evaluate(self, params: Any, *, test: Sequence[Problem], validation: Sequence[Problem],
+               train: Sequence[Problem], train_sampling: SamplingConfig) -> dict[str, Any]:
+    cfg = self.config
+    result = {"test_pass@1": self.greedy_pass_at_1(params, test),
+              "val_reward": self.greedy_pass_at_1(params, validation)}
+    result.update(self._sampled(params, test))
+    solve = dataclasses.replace(train_sampling, num_samples=cfg.train_eval_samples,
+                                max_new_tokens=cfg.max_new_tokens)
+    result["train_solve_rate"] = self.mean_reward(params, train[:cfg.train_eval_size], solve,
+                                                  cfg.seed + 1)
+    return result
+
+  def _sampled(self, params: Any, problems: Sequence[Problem]) -> dict[str, Any]:
+    cfg = self.config
+    sampling = SamplingConfig(num_samples=cfg.pass_k_samples, temperature=cfg.pass_temperature,
+                              top_k=0, top_p=cfg.pass_top_p, max_new_tokens=cfg.max_new_tokens)
+    completions = self.generator.generate(params, [p.prompt for p in problems], sampling,
+                                          cfg.seed + 2, range(len(problems)))
+    texts = [[c.text for c in row] for row in completions]
+    rewards = self.task.score([p.record for p, row in zip(problems, texts) for _ in row],
+                              [t for row in texts for t in row])
+    per_problem = np.asarray(rewards).reshape(len(problems), cfg.pass_k_samples)
+    correct = per_problem.sum(axis=1).astype(int)
+    pass_k = {str(k): float(np.mean([metrics.pass_at_k(cfg.pass_k_samples, c, k) for c in correct]))
+              for k in cfg.pass_ks}
+    maj_k = {}
+    for k in cfg.maj_ks:
+      wins = []
+      for problem, row, row_rewards in zip(problems, texts, per_problem):
+        answers = [self.task.extract_answer(t) for t in row[:k]]
+        vote = metrics.majority_vote(answers)
+        # The voted answer is right if any sample that gave it was rewarded.
+        wins.append(float(any(a == vote and r > 0 for a, r in zip(answers, row_rewards[:k]))
+                          if vote is not None else 0.0))
+      maj_k[str(k)] = float(np.mean(wins))
+    return {"pass@k": pass_k, "maj@k": maj_k}

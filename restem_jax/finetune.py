@@ -1,0 +1,157 @@
+"""Fine-tuning on (prompt, target) pairs with early stopping, resumable after a kill.
+
+Used by the M-step (kept samples), by the base-model recipe and by the SFT
+control (labelled solutions). Batches depend only on (seed, step), and the
+train state is checkpointed at every evaluation, so a resumed run replays the
+same steps and reaches the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from typing import Any, Callable, NamedTuple, Sequence
+
+import gin
+import jax
+import numpy as np
+import seqio
+from tqdm import tqdm
+
+from restem_jax import checkpoints
+from restem_jax.trainer import Batch, Trainer
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """The paper states no batch size or step count; these are project defaults."""
+  batch_size: int = 32
+  max_steps: int = 1000
+  eval_every: int = 100  # Validation reward is checked (and a checkpoint kept) this often.
+  patience: int = 3  # Stop after this many checks without improvement; 0 = run max_steps.
+  seq_len: int = 512  # Prompt + target tokens; longer examples are dropped with a warning.
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.eval_every < 1 or self.max_steps < self.eval_every:
+      raise ValueError(f"FinetuneConfig: need 1 <= eval_every ({self.eval_every}) <= max_steps "
+                       f"({self.max_steps}).")
+
+
+class Examples(NamedTuple):
+  """Tokenised examples as fixed-width arrays (one compiled train step)."""
+  tokens: np.ndarray
+  target_mask: np.ndarray
+  valid: np.ndarray
+  reward: np.ndarray
+
+
+def tokenize(vocabulary: seqio.Vocabulary, prompts: Sequence[str], targets: Sequence[str],
+             seq_len: int, rewards: Sequence[float] | None = None) -> Examples:
+  """prompt ids + target ids + EOS, right-padded; the loss sees target and EOS only."""
+  rewards = [1.0] * len(prompts) if rewards is None else list(rewards)
+  rows, dropped = [], 0
+  for prompt, target, reward in zip(prompts, targets, rewards):
+    p = list(vocabulary.encode(prompt))
+    t = list(vocabulary.encode(target)) + [vocabulary.eos_id]
+    if len(p) + len(t) > seq_len:
+      dropped += 1
+      continue
+    rows.append((p, t, reward))
+  if dropped:
+    logging.warning("dropped %d of %d examples longer than seq_len=%d; raise "
+                    "FinetuneConfig.seq_len to keep them.", dropped, len(prompts), seq_len)
+  n = len(rows)
+  out = Examples(np.full((n, seq_len), vocabulary.pad_id, np.int32), np.zeros((n, seq_len), np.float32),
+                 np.zeros((n, seq_len), bool), np.zeros(n, np.float32))
+  for i, (p, t, reward) in enumerate(rows):
+    out.tokens[i, :len(p) + len(t)] = p + t
+    out.target_mask[i, len(p):len(p) + len(t)] = 1
+    out.valid[i, :len(p) + len(t)] = True
+    out.reward[i] = reward
+  return out
+
+
+def batch_at(examples: Examples, step: int, batch_size: int, seed: int) -> Batch:
+  """The batch of `step`: epochs are seeded permutations, so any step can be rebuilt."""
+  n = len(examples.tokens)
+  positions = np.arange(step * batch_size, (step + 1) * batch_size)
+  epochs = positions // n
+  index = np.empty(batch_size, np.int64)
+  for epoch in np.unique(epochs):
+    order = np.random.default_rng([seed, int(epoch)]).permutation(n)
+    mask = epochs == epoch
+    index[mask] = order[positions[mask] % n]
+  return {field: getattr(examples, field)[index] for field in Examples._fields}
+
+
+class Result(NamedTuple):
+  params: Any
+  best_step: int
+  best_score: float
+  history: list[dict[str, float]]
+
+
+def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: FinetuneConfig,
+             score: Callable[[Any], float], workdir: str, desc: str = "fine-tune") -> Result:
+  """Trains from `init_params`, keeping the parameters of the best-scoring check."""
+  if len(examples.tokens) == 0:
+    raise ValueError(f"{desc}: no training examples (nothing was kept or all were too long).")
+  os.makedirs(workdir, exist_ok=True)
+  progress_path = os.path.join(workdir, "progress.json")
+  progress = {"step": 0, "best_step": 0, "best_score": -np.inf, "history": [], "done": False}
+  state = trainer.init_state(init_params)
+  if os.path.exists(progress_path):
+    with open(progress_path) as f:
+      progress = json.load(f)
+    if progress["step"]:
+      state = checkpoints.restore(os.path.join(workdir, f"state_{progress['step']}"), state,
+                                  trainer.state_shardings)
+  bar = tqdm(total=config.max_steps, initial=progress["step"], desc=desc, unit="step",
+             disable=jax.process_index() != 0)
+  bad_checks = sum(1 for h in progress["history"] if h["step"] > progress["best_step"])
+  step = progress["step"]
+  while not progress["done"]:
+    state, metrics = trainer.step(state, batch_at(examples, step, config.batch_size, config.seed))
+    step += 1
+    bar.update(1)
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+    if step % config.eval_every and step < config.max_steps:
+      continue
+    value = score(state.params)
+    progress["history"].append({"step": step, "score": value, "loss": metrics["loss"]})
+    if value > progress["best_score"]:
+      progress.update(best_step=step, best_score=value)
+      checkpoints.save(os.path.join(workdir, f"best_{step}"), state.params)
+      bad_checks = 0
+    else:
+      bad_checks += 1
+    progress["step"] = step
+    progress["done"] = step >= config.max_steps or bool(config.patience and bad_checks >= config.patience)
+    checkpoints.save(os.path.join(workdir, f"state_{step}"), state)
+    _write_json(progress_path, progress)
+    _remove_stale(workdir, keep={f"state_{step}", f"best_{progress['best_step']}"})
+  bar.close()
+  best = checkpoints.restore(os.path.join(workdir, f"best_{progress['best_step']}"),
+                             state.params, trainer.param_shardings)
+  return Result(best, progress["best_step"], progress["best_score"], progress["history"])
+
+
+def _write_json(path: str, value: Any) -> None:
+  if jax.process_index() != 0:
+    return
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def _remove_stale(workdir: str, keep: set[str]) -> None:
+  if jax.process_index() != 0:
+    return
+  for name in os.listdir(workdir):
+    if name.startswith(("state_", "best_")) and name not in keep and not name.endswith(".tmp"):
+      shutil.rmtree(os.path.join(workdir, name))

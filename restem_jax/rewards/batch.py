@@ -1,0 +1,215 @@
+"""Batch scoring in a pool of killable worker processes.
+
+Each worker scores one item at a time; a dispatcher thread per worker sends it
+items and SIGKILLs and replaces it if an item overruns its deadline (a hung
+sympy call, a stuck harness), scoring that item 0. Results come back in input
+order. `submit` returns a Future, so the loop can keep sampling meanwhile.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any, Mapping, Sequence
+
+import tqdm
+
+from restem_jax.rewards import sandbox as sandbox_lib
+from restem_jax.rewards import tasks
+from restem_jax.rewards.framing import read_frame, write_frame
+
+_log = logging.getLogger(__name__)
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+class RewardInputError(ValueError):
+  """A problem record could not be scored (missing fields, bad tests)."""
+
+
+@dataclasses.dataclass
+class ScoredItem:
+  reward: float
+  result: str  # "passed", "failed: ...", "timed out"
+
+
+class _Batch:
+
+  def __init__(self, n: int, progress: bool, desc: str):
+    self.items: list[ScoredItem | None] = [None] * n
+    self.left = n
+    self.error: Exception | None = None
+    self.future: concurrent.futures.Future = concurrent.futures.Future()
+    self.bar = tqdm.tqdm(total=n, disable=not progress, desc=desc)
+    self.lock = threading.Lock()
+
+  def finish_item(self, index: int, item: ScoredItem | None,
+                  error: str | None) -> None:
+    with self.lock:
+      if error is not None and self.error is None:
+        self.error = RewardInputError(f"item {index}: {error}")
+      self.items[index] = item
+      self.left -= 1
+      self.bar.update(1)
+      if self.left:
+        return
+      self.bar.close()
+    if self.error is not None:
+      self.future.set_exception(self.error)
+    else:
+      self.future.set_result(self.items)
+
+
+class _Worker:
+  """One worker process plus the thread that feeds it."""
+
+  def __init__(self, pool: "RewardPool"):
+    self.pool = pool
+    self.proc: subprocess.Popen | None = None
+    self.thread = threading.Thread(target=self._loop, daemon=True)
+    self.thread.start()
+
+  def _spawn(self) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_PACKAGE_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", "restem_jax.rewards.worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        start_new_session=True)  # so one killpg also ends its sandbox
+    write_frame(self.proc.stdin.fileno(), self.pool._worker_config)
+
+  def _kill(self) -> None:
+    if self.proc is None:
+      return
+    try:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    self.proc.wait()
+    self.proc.stdin.close()
+    self.proc.stdout.close()
+    self.proc = None
+
+  def _score(self, job: tuple, timeout: float) -> tuple[Any, str]:
+    if self.proc is None or self.proc.poll() is not None:
+      self._kill()
+      self._spawn()
+    ready = []
+    try:
+      write_frame(self.proc.stdin.fileno(), job)
+      ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+      if ready:
+        reply = read_frame(self.proc.stdout.fileno())
+        if reply is not None:
+          return reply
+    except (OSError, EOFError):
+      pass
+    self._kill()
+    if not ready:
+      return 0.0, f"timed out: scoring exceeded {timeout:g}s"
+    return 0.0, "failed: worker died"
+
+  def _loop(self) -> None:
+    while True:
+      entry = self.pool._queue.get()
+      if entry is None:
+        self._kill()
+        return
+      batch, index, task, problem, completion = entry
+      if batch.error is not None:  # the batch already failed on bad input
+        batch.finish_item(index, None, None)
+        continue
+      timeout = tasks.deadline(task, problem, self.pool.options)
+      reward, result = self._score((task, problem, completion), timeout)
+      if reward is None:
+        batch.finish_item(index, None, result)
+      else:
+        batch.finish_item(index, ScoredItem(float(reward), result), None)
+
+
+class RewardPool:
+  """Scores completions in worker processes; see `submit`."""
+
+  def __init__(self, num_workers: int | None = None, *,
+               options: tasks.TaskOptions = tasks.TaskOptions(),
+               limits: sandbox_lib.SandboxLimits = sandbox_lib.SandboxLimits(),
+               use_bwrap: bool | None = None):
+    self.num_workers = num_workers or len(os.sched_getaffinity(0))
+    self.options = options
+    use_bwrap = (sandbox_lib.bubblewrap_available() if use_bwrap is None
+                 else use_bwrap)
+    self.isolation = sandbox_lib.isolation_description(use_bwrap)
+    _log.warning("restem_jax.rewards: %d workers; code sandbox isolation: %s",
+                 self.num_workers, self.isolation)
+    self._worker_config = {"limits": limits, "options": options,
+                           "use_bwrap": use_bwrap}
+    self._queue: queue.Queue = queue.Queue()
+    self._workers = [_Worker(self) for _ in range(self.num_workers)]
+    self._closed = False
+
+  def submit(self, task: str, problems: Sequence[Mapping[str, Any]],
+             completions: Sequence[str], *, progress: bool = True
+             ) -> concurrent.futures.Future:
+    """Future of list[ScoredItem] in input order; returns at once."""
+    tasks.check_task(task)
+    if self._closed:
+      raise RuntimeError("RewardPool is closed")
+    if len(problems) != len(completions):
+      raise ValueError(f"{len(problems)} problems but {len(completions)} "
+                       "completions")
+    batch = _Batch(len(problems), progress, f"rewards[{task}]")
+    if not problems:
+      batch.bar.close()
+      batch.future.set_result([])
+    for i, (problem, completion) in enumerate(zip(problems, completions)):
+      self._queue.put((batch, i, task, dict(problem), completion))
+    return batch.future
+
+  def score(self, task: str, problems: Sequence[Mapping[str, Any]],
+            completions: Sequence[str], *, progress: bool = True
+            ) -> list[float]:
+    items = self.submit(task, problems, completions, progress=progress).result()
+    return [item.reward for item in items]
+
+  def close(self) -> None:
+    if self._closed:
+      return
+    self._closed = True
+    for _ in self._workers:
+      self._queue.put(None)
+    for worker in self._workers:
+      worker.thread.join()
+
+  def __enter__(self) -> "RewardPool":
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
+
+
+_default_pools: dict[int | None, RewardPool] = {}
+_default_lock = threading.Lock()
+
+
+def default_pool(num_workers: int | None = None) -> RewardPool:
+  """A shared pool per worker count, started on first use, closed at exit."""
+  with _default_lock:
+    if num_workers not in _default_pools:
+      _default_pools[num_workers] = RewardPool(num_workers)
+    return _default_pools[num_workers]
+
+
+@atexit.register
+def _close_default_pools() -> None:
+  for pool in _default_pools.values():
+    pool.close()

@@ -1,0 +1,229 @@
+"""Final-answer extraction and equivalence for MATH and GSM8K.
+
+Protocol (PaLM 2 / Minerva, as the ReST^EM paper uses it): take the answer
+after "Final Answer: The final answer is", normalise it with the Minerva
+normalisation, compare strings, then check symbolic equivalence. The symbolic
+step is math-verify (sympy based) rather than hand-written parsing; see
+benchmarks/README_rewards.md for the measured agreement of each step.
+
+The functions that call sympy can hang on adversarial input; the batch pool
+(batch.py) runs them in worker processes it kills at a deadline.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping
+
+_MINERVA = re.compile(r"Final Answer:\s*The final answer is\s*(.*?)\s*\.?\s*"
+                      r"I hope it is correct", re.DOTALL)
+_MINERVA_OPEN = re.compile(r"The final answer is\s*(.+)")
+_THE_ANSWER_IS = re.compile(r"[Tt]he answer is[:\s]*(.+)")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+# Minerva normalisation (Lewkowycz et al. 2022, appendix D.1).
+_SUBSTITUTIONS = (("an ", ""), ("a ", ""), (".$", "$"), ("\\$", ""),
+                  ("\\ ", ""), (" ", ""), ("mbox", "text"),
+                  (",\\text{and}", ","), ("\\text{and}", ","),
+                  ("\\text{m}", "\\text{}"))
+_REMOVED = ("square", "ways", "integers", "dollars", "mph", "inches", "ft",
+            "hours", "km", "units", "\\ldots", "sue", "points", "feet",
+            "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds",
+            "meters", "meals", "edges", "students", "childrentickets",
+            "multiples", "\\text{s}", "\\text{.}", "\\text{\ns}",
+            "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}",
+            "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", '"',
+            "\\dots")
+
+
+def last_boxed(text: str) -> str | None:
+  """Contents of the last \\boxed{...} or \\fbox{...}, nested braces allowed."""
+  start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+  if start < 0:
+    return None
+  i = start + (6 if text.startswith("\\boxed", start) else 5)
+  if text.startswith(" ", i) and not text.startswith(" {", i):
+    # "\boxed 5": the argument runs to the next "$" or whitespace.
+    return re.split(r"[\s$]", text[i + 1:], maxsplit=1)[0] or None
+  while i < len(text) and text[i].isspace():
+    i += 1
+  if i >= len(text) or text[i] != "{":
+    return None
+  depth = 0
+  for j in range(i, len(text)):
+    if text[j] == "{":
+      depth += 1
+    elif text[j] == "}":
+      depth -= 1
+      if depth == 0:
+        return text[i + 1:j]
+  return None
+
+
+def minerva_answer(text: str) -> str | None:
+  """X from the last "Final Answer: The final answer is X. I hope it is correct."."""
+  matches = _MINERVA.findall(text)
+  if matches:
+    return matches[-1].strip()
+  # Truncated samples often lose the closing sentence; keep the line.
+  matches = _MINERVA_OPEN.findall(text)
+  return matches[-1].strip().rstrip(".").strip() if matches else None
+
+
+def gsm8k_marked_answer(text: str) -> str | None:
+  """N from GSM8K's "#### N" (the last marker wins)."""
+  if "####" not in text:
+    return None
+  tail = text.rsplit("####", 1)[1].strip()
+  return tail.splitlines()[0].strip() if tail else None
+
+
+def normalize_final_answer(answer: str) -> str:
+  """Minerva's string normalisation of a final answer."""
+  answer = answer.split("=")[-1]
+  for before, after in _SUBSTITUTIONS:
+    answer = answer.replace(before, after)
+  for expr in _REMOVED:
+    answer = answer.replace(expr, "")
+  answer = re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", answer)
+  answer = re.sub(r"(\\text\{)(.*?)(\})", "\\2", answer)
+  answer = re.sub(r"(\\textbf\{)(.*?)(\})", "\\2", answer)
+  answer = re.sub(r"(\\overline\{)(.*?)(\})", "\\2", answer)
+  answer = re.sub(r"(\\boxed\{)(.*)(\})", "\\2", answer)
+  answer = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", answer)
+  answer = re.sub(r"(sqrt)([^{])", "sqrt{\\2}", answer)
+  answer = answer.replace("$", "")
+  if answer.replace(",", "").isdigit():
+    answer = answer.replace(",", "")
+  return answer
+
+
+def canonical_number(text: str) -> str | None:
+  """"$1,234.50" -> "1234.5"; None if the text has no single number in it."""
+  cleaned = re.sub(r"\\text\{[^}]*\}|\\!|\\,|\\\$|[$%]", "", text)
+  numbers = _NUMBER.findall(cleaned)
+  if not numbers:
+    return None
+  try:
+    value = Decimal(numbers[-1].replace(",", ""))
+  except InvalidOperation:
+    return None
+  value = value.normalize()
+  return format(value, "f") if value != 0 else "0"
+
+
+# ---- MATH ------------------------------------------------------------------
+
+
+def math_gold(problem: Mapping[str, Any]) -> str:
+  """Gold answer of a MATH record: the last \\boxed{} of its solution."""
+  gold = last_boxed(problem.get("solution", "") or "")
+  if gold is None:
+    gold = problem.get("answer")
+  if gold is None:
+    raise ValueError("MATH problem has no \\boxed{} answer in 'solution' and "
+                     "no 'answer' field")
+  return str(gold)
+
+
+def math_prediction(completion: str) -> str | None:
+  """The model's final answer: Minerva format first, else the last \\boxed{}."""
+  answer = minerva_answer(completion)
+  if answer is not None:
+    boxed = last_boxed(answer)
+    return boxed if boxed is not None else answer
+  return last_boxed(completion)
+
+
+def _strip_dollars(answer: str) -> str:
+  return answer.strip().strip("$").strip()
+
+
+def symbolic_equiv(gold: str, pred: str, timeout: int = 5) -> bool:
+  """math-verify (sympy) equivalence of two LaTeX answers."""
+  import math_verify  # heavy (sympy); imported in the worker that needs it
+  g = math_verify.parse(f"${_strip_dollars(gold)}$", parsing_timeout=timeout)
+  p = math_verify.parse(f"${_strip_dollars(pred)}$", parsing_timeout=timeout)
+  if not g or not p:
+    return False
+  return bool(math_verify.verify(g, p, timeout_seconds=timeout))
+
+
+def math_equiv(gold: str, pred: str | None) -> bool:
+  """Minerva-normalised string match, else symbolic equivalence."""
+  if pred is None or not pred.strip():
+    return False
+  if normalize_final_answer(gold) == normalize_final_answer(pred):
+    return True
+  if symbolic_equiv(gold, pred):
+    return True
+  # "12.5\%" vs "12.5": math-verify reads one side as 0.125.
+  g, p = _strip_percent(gold), _strip_percent(pred)
+  return (g, p) != (gold, pred) and symbolic_equiv(g, p)
+
+
+def _strip_percent(answer: str) -> str:
+  return re.sub(r"\\?%\s*$", "", answer.strip().strip("$").strip()).strip()
+
+
+def score_math(problem: Mapping[str, Any], completion: str) -> tuple[float, str]:
+  pred = math_prediction(completion)
+  if pred is None:
+    return 0.0, "failed: no final answer"
+  if math_equiv(math_gold(problem), pred):
+    return 1.0, "passed"
+  return 0.0, f"failed: answer {pred!r}"
+
+
+# ---- GSM8K -----------------------------------------------------------------
+
+
+def gsm8k_gold(problem: Mapping[str, Any]) -> str:
+  """Gold answer of a GSM8K record: the number after "####" in 'answer'."""
+  marked = gsm8k_marked_answer(problem.get("answer", "") or "")
+  gold = canonical_number(marked) if marked is not None else None
+  if gold is None:
+    raise ValueError("GSM8K problem has no '#### N' in its 'answer' field")
+  return gold
+
+
+def gsm8k_prediction(completion: str) -> str | None:
+  """Canonical number from "#### N", the Minerva line, \\boxed{}, "The answer
+  is N", else the last number in the completion (the usual GSM8K fallback)."""
+  for extract in (gsm8k_marked_answer, minerva_answer, last_boxed,
+                  _the_answer_is):
+    answer = extract(completion)
+    number = canonical_number(answer) if answer is not None else None
+    if number is not None:
+      return number
+  return canonical_number(completion)
+
+
+def _the_answer_is(text: str) -> str | None:
+  matches = _THE_ANSWER_IS.findall(text)
+  return matches[-1] if matches else None
+
+
+def score_gsm8k(problem: Mapping[str, Any], completion: str) -> tuple[float, str]:
+  pred = gsm8k_prediction(completion)
+  if pred is None:
+    return 0.0, "failed: no number"
+  if Decimal(pred) == Decimal(gsm8k_gold(problem)):
+    return 1.0, "passed"
+  return 0.0, f"failed: answer {pred}"
+
+
+def extract_answer(task: str, completion: str) -> str | None:
+  """Normalised, hashable final answer for majority voting (maj@k).
+
+  String-level only (no sympy), so it is safe to call in the loop's process:
+  answers are grouped by their Minerva-normalised form (MATH) or canonical
+  number (GSM8K).
+  """
+  if task == "math":
+    pred = math_prediction(completion)
+    return None if pred is None else normalize_final_answer(pred) or None
+  if task == "gsm8k":
+    return gsm8k_prediction(completion)
+  raise ValueError(f"extract_answer supports 'math' and 'gsm8k', not {task!r}")

@@ -1,0 +1,160 @@
+"""HTTP reward server that several TPU hosts can share, and its client.
+
+  python -m restem_jax.rewards.server --host=0.0.0.0 --port=8470 \
+      [--num_workers=N] [--token=SECRET]
+
+  POST /score  {"task", "problems": [...], "completions": [...]}
+       -> {"rewards": [1.0, 0.0, ...], "results": ["passed", ...]}
+  GET  /health -> {"isolation", "workers", "tasks"}
+
+Requests from all clients share one RewardPool, so the host's cores stay busy
+whichever TPU host sends work. Use --token (or RESTEM_REWARDS_TOKEN) whenever
+the port is reachable by anything but your own hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hmac
+import http.server
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, Mapping, Sequence
+
+from restem_jax.rewards import tasks
+from restem_jax.rewards.batch import RewardInputError, RewardPool
+
+_MAX_BODY = 512 << 20
+_TOKEN_ENV = "RESTEM_REWARDS_TOKEN"
+
+
+def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
+                token: str | None = None) -> http.server.ThreadingHTTPServer:
+  """A server scoring with `pool`; call serve_forever() on it."""
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+
+    def _reply(self, code: int, body: dict[str, Any]) -> None:
+      data = json.dumps(body).encode()
+      self.send_response(code)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+      if token is None:
+        return True
+      sent = self.headers.get("Authorization", "")
+      return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+
+    def do_GET(self) -> None:
+      if self.path != "/health":
+        return self._reply(404, {"error": f"no such path {self.path}"})
+      self._reply(200, {"isolation": pool.isolation,
+                        "workers": pool.num_workers, "tasks": list(tasks.TASKS)})
+
+    def do_POST(self) -> None:
+      if self.path != "/score":
+        return self._reply(404, {"error": f"no such path {self.path}"})
+      if not self._authorized():
+        return self._reply(401, {"error": "missing or wrong bearer token"})
+      length = int(self.headers.get("Content-Length") or 0)
+      if not 0 < length <= _MAX_BODY:
+        return self._reply(413, {"error": f"body must be 1..{_MAX_BODY} bytes"})
+      try:
+        req = json.loads(self.rfile.read(length))
+        future = pool.submit(req["task"], req["problems"], req["completions"],
+                             progress=False)
+        items = future.result()
+      except (KeyError, TypeError, ValueError, RewardInputError) as e:
+        return self._reply(400, {"error": f"{type(e).__name__}: {e}"})
+      self._reply(200, {"rewards": [i.reward for i in items],
+                        "results": [i.result for i in items]})
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+      sys.stderr.write(f"reward server {self.address_string()}: "
+                       f"{fmt % args}\n")
+
+  server = http.server.ThreadingHTTPServer((host, port), Handler)
+  server.daemon_threads = True
+  return server
+
+
+class RewardClient:
+  """Client of a reward server; same calls as the local API."""
+
+  def __init__(self, url: str, token: str | None = None,
+               timeout: float = 3600.0, max_parallel: int = 4):
+    self.url = url.rstrip("/")
+    self.token = token if token is not None else os.environ.get(_TOKEN_ENV)
+    self.timeout = timeout
+    self._executor = concurrent.futures.ThreadPoolExecutor(max_parallel)
+
+  def _request(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(self.url + path, data=data)
+    req.add_header("Content-Type", "application/json")
+    if self.token:
+      req.add_header("Authorization", f"Bearer {self.token}")
+    try:
+      with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+        return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+      detail = e.read().decode(errors="replace")
+      raise RuntimeError(f"reward server {self.url}{path}: HTTP {e.code}: "
+                         f"{detail}") from e
+
+  def health(self) -> dict[str, Any]:
+    return self._request("/health", None)
+
+  def score_batch_detailed(self, task: str,
+                           problems: Sequence[Mapping[str, Any]],
+                           completions: Sequence[str]) -> dict[str, list]:
+    tasks.check_task(task)
+    return self._request("/score", {"task": task, "problems": list(problems),
+                                    "completions": list(completions)})
+
+  def score_batch(self, task: str, problems: Sequence[Mapping[str, Any]],
+                  completions: Sequence[str]) -> list[float]:
+    return self.score_batch_detailed(task, problems, completions)["rewards"]
+
+  def score_batch_async(self, task: str, problems: Sequence[Mapping[str, Any]],
+                        completions: Sequence[str]
+                        ) -> concurrent.futures.Future:
+    return self._executor.submit(self.score_batch, task, list(problems),
+                                 list(completions))
+
+  def get_reward(self, task: str):
+    tasks.check_task(task)
+    return lambda problem, completion: self.score_batch(
+        task, [problem], [completion])[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description="restem_jax reward server")
+  parser.add_argument("--host", default="127.0.0.1")
+  parser.add_argument("--port", type=int, default=8470)
+  parser.add_argument("--num_workers", type=int, default=None)
+  parser.add_argument("--token", default=os.environ.get(_TOKEN_ENV))
+  args = parser.parse_args(argv)
+  with RewardPool(args.num_workers) as pool:
+    server = make_server(pool, args.host, args.port, args.token)
+    print(f"reward server on http://{args.host}:{server.server_port} "
+          f"({pool.num_workers} workers; isolation: {pool.isolation})",
+          file=sys.stderr, flush=True)
+    try:
+      server.serve_forever()
+    except KeyboardInterrupt:
+      pass
+    finally:
+      server.server_close()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

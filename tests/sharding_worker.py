@@ -1,0 +1,53 @@
+"""Runs loss, gradients and greedy decoding on one mesh and saves them (for test_sharding).
+
+Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8:
+JAX reads the flag once, before it initialises.
+"""
+
+import sys
+
+import jax
+import numpy as np
+
+from restem_jax import partitioning
+from restem_jax.config import ModelConfig
+from restem_jax.model import Decoder
+from restem_jax.params import place
+from restem_jax.sampler import Sampler, SamplingConfig
+from restem_jax.trainer import OptimizerConfig, Trainer, weighted_nll
+from tests.utils import random_prompts, tiny_params
+
+CONFIG = ModelConfig(vocab_size=128, embed_dim=64, num_layers=2, num_heads=8, num_kv_heads=2,
+                     head_dim=16, mlp_dim=128, parallel_block=False)
+
+
+def main(data: int, fsdp: int, tensor: int, out: str) -> None:
+  devices = jax.devices()[:data * fsdp * tensor]
+  mesh = partitioning.make_mesh(partitioning.MeshConfig(data, fsdp, tensor), devices)
+  trainer = Trainer(CONFIG, OptimizerConfig(name="adamw"), mesh)
+  params = place(tiny_params(CONFIG), trainer.param_shardings)
+  rng = np.random.default_rng(0)
+  batch = {"tokens": rng.integers(1, 128, (8, 16)).astype(np.int32),
+           "target_mask": np.tile((np.arange(16) >= 6).astype(np.float32), (8, 1)),
+           "valid": np.ones((8, 16), bool), "reward": np.ones(8, np.float32)}
+
+  def loss(p, b):
+    with partitioning.sharding_context(mesh, partitioning.DEFAULT_RULES):
+      total, weight = weighted_nll(Decoder(CONFIG), p, b)
+    return total / weight
+
+  grads = jax.jit(jax.grad(loss), in_shardings=(trainer.param_shardings, None),
+                  out_shardings=trainer.param_shardings)(params, batch)
+  sharded = sum(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
+                for x in jax.tree.leaves(grads))
+  state, metrics = trainer.step(trainer.init_state(params), batch)
+  sampler = Sampler(CONFIG, mesh, eos_id=None, max_prompt_len=32, max_batch=8)
+  greedy = sampler.sample(params, random_prompts(8, 128, seed=2),
+                          SamplingConfig(temperature=0.0, max_new_tokens=8))
+  flat = {f"grad_{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))}
+  np.savez(out, loss=trainer.loss(params, batch), step_loss=metrics["loss"],
+           tokens=greedy.tokens, sharded_params=sharded, **flat)
+
+
+if __name__ == "__main__":
+  main(*map(int, sys.argv[1:4]), sys.argv[4])

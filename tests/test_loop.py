@@ -1,0 +1,112 @@
+"""Algorithm 1 end to end on the micro task: artefacts, cap, reset-to-base, metrics."""
+
+import glob
+import json
+import os
+import tempfile
+
+import gin
+import jax
+import numpy as np
+from absl.testing import absltest
+
+from restem_jax import checkpoints, loop, m_step
+from restem_jax.config import ModelConfig
+from restem_jax.model import Decoder
+from restem_jax.params import abstract_params
+
+MICRO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "micro.gin")
+
+
+def run_micro(workdir, *bindings):
+  import restem_jax.tasks  # noqa: F401
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([MICRO], list(bindings))
+  try:
+    return loop.run(workdir)
+  finally:
+    gin.clear_config()
+
+
+def tree_equal(a, b):
+  return all(np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+class LoopTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.starts = []
+    original = m_step.run_m_step
+
+    def spy(trainer, start_params, *args, **kwargs):
+      self.starts.append(jax.tree.map(np.asarray, start_params))
+      return original(trainer, start_params, *args, **kwargs)
+
+    m_step.run_m_step = spy
+    self.addCleanup(setattr, m_step, "run_m_step", original)
+
+  def restore(self, workdir, name):
+    with gin.unlock_config():
+      cfg = ModelConfig(vocab_size=264, embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                        head_dim=16, mlp_dim=64)
+    from restem_jax import partitioning
+    from restem_jax.params import param_shardings
+    mesh = partitioning.make_mesh()
+    return checkpoints.restore(os.path.join(workdir, name), abstract_params(Decoder(cfg)),
+                               param_shardings(Decoder(cfg), mesh, partitioning.DEFAULT_RULES))
+
+  def test_full_loop_resets_to_base_and_caps(self):
+    workdir = tempfile.mkdtemp()
+    summary = run_micro(workdir)
+    iterations = summary["iterations"]
+    self.assertEqual([m["iteration"] for m in iterations], [0, 1, 2])
+    for key in ("test_pass@1", "val_reward", "train_solve_rate", "num_kept", "pass@k", "maj@k"):
+      self.assertIn(key, iterations[1])
+    self.assertEqual(set(iterations[0]["pass@k"]), {"1", "4"})
+    self.assertIn(summary["best_iteration"], (0, 1, 2))
+    best_val = max(m["val_reward"] for m in iterations)
+    self.assertEqual(iterations[summary["best_iteration"]]["val_reward"], best_val)
+    self.assertIn("control", summary)
+
+    # Every M-step starts from the base checkpoint.
+    base = self.restore(workdir, "base")
+    self.assertLen(self.starts, 2)
+    for start in self.starts:
+      self.assertTrue(tree_equal(start, base))
+
+    for i in (1, 2):
+      samples = [json.loads(l) for f in sorted(glob.glob(f"{workdir}/iter_{i}/samples/*.jsonl"))
+                 for l in open(f)]
+      self.assertLen(samples, 40 * 4)  # 48 train problems minus 8 validation, 4 samples each.
+      self.assertEqual(set(samples[0]), {"problem_id", "prompt", "completion", "reward",
+                                         "logprob", "iteration", "sample_index"})
+      kept = [json.loads(l) for l in open(f"{workdir}/iter_{i}/kept.jsonl")]
+      self.assertEqual(len(kept), iterations[i]["num_kept"])
+      self.assertTrue(all(s["reward"] == 1.0 for s in kept))
+      per_problem = {}
+      for s in kept:
+        per_problem[s["problem_id"]] = per_problem.get(s["problem_id"], 0) + 1
+      self.assertLessEqual(max(per_problem.values()), 2)  # max_per_problem = 2
+      correct = {}
+      for s in samples:
+        correct[s["problem_id"]] = correct.get(s["problem_id"], 0) + (s["reward"] == 1.0)
+      self.assertEqual(len(kept), sum(min(c, 2) for c in correct.values()))
+      self.assertTrue(checkpoints.exists(f"{workdir}/iter_{i}/checkpoint"))
+      self.assertFalse(os.path.exists(f"{workdir}/iter_{i}/m_step"))
+    self.assertTrue(glob.glob(f"{workdir}/tensorboard/events.out.tfevents.*"))
+    with open(f"{workdir}/pass_at_1.png", "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+  def test_continue_from_previous_iterate(self):
+    workdir = tempfile.mkdtemp()
+    run_micro(workdir, "RestemConfig.reset_to_base = False", "RestemConfig.sft_control = False")
+    self.assertLen(self.starts, 2)
+    self.assertTrue(tree_equal(self.starts[0], self.restore(workdir, "base")))
+    self.assertTrue(tree_equal(self.starts[1], self.restore(workdir, "iter_1/checkpoint")))
+    self.assertFalse(tree_equal(self.starts[1], self.starts[0]))
+
+
+if __name__ == "__main__":
+  absltest.main()

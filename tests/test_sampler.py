@@ -1,0 +1,122 @@
+"""The KV-cache sampler: exactness, stopping, sampling filters, randomness, buckets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest
+
+from restem_jax import partitioning
+from restem_jax.config import ConfigError
+from restem_jax.model import Decoder, forward
+from restem_jax.sampler import Sampler, SamplingConfig
+from tests.utils import TINY, random_prompts, tiny_params
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=10)
+
+
+def make_sampler(**kwargs):
+  mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+  kwargs.setdefault("eos_id", None)
+  kwargs.setdefault("max_prompt_len", 32)
+  kwargs.setdefault("max_batch", 8)
+  return Sampler(TINY, mesh, **kwargs)
+
+
+class SamplerTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.params = tiny_params()
+    cls.prompts = random_prompts(5, TINY.vocab_size, seed=1)
+
+  def test_greedy_equals_argmax_of_full_forward(self):
+    out = make_sampler().sample(self.params, self.prompts, GREEDY)
+    model = Decoder(TINY)
+    width = max(map(len, self.prompts)) + GREEDY.max_new_tokens
+    for prompt, tokens, logprobs in zip(self.prompts, out.tokens[:, 0], out.logprobs[:, 0]):
+      # Right padding leaves causal logits unchanged and keeps one compiled shape.
+      seq = np.zeros((1, width), np.int32)
+      seq[0, :len(prompt)] = prompt
+      for i in range(len(prompt), len(prompt) + GREEDY.max_new_tokens):
+        seq[0, i] = int(jnp.argmax(forward(model, self.params, jnp.asarray(seq))[0, i - 1]))
+      generated = seq[0, len(prompt):len(prompt) + GREEDY.max_new_tokens]
+      self.assertEqual(tokens.tolist(), generated.tolist())
+      full = jax.nn.log_softmax(forward(model, self.params, jnp.asarray(seq))[0])
+      expected = [full[len(prompt) - 1 + i, t] for i, t in enumerate(generated)]
+      np.testing.assert_allclose(logprobs, expected, atol=1e-4)
+    # The greedy continuations differ between prompts: the model does not degenerate.
+    self.assertGreater(len({tuple(t) for t in out.tokens[:, 0].tolist()}), 1)
+
+  def test_stops_on_eos_and_stop_sequences(self):
+    free = make_sampler().sample(self.params, self.prompts[:1], GREEDY).tokens[0, 0].tolist()
+    eos = free[4]
+    out = make_sampler(eos_id=eos).sample(self.params, self.prompts[:1], GREEDY)
+    self.assertEqual(out.lengths[0, 0], free.index(eos))
+    stop = tuple(free[5:7])
+    out = make_sampler(stop_sequences=[stop]).sample(self.params, self.prompts[:1], GREEDY)
+    first = next(i for i in range(len(free) - 1) if tuple(free[i:i + 2]) == stop)
+    self.assertEqual(out.lengths[0, 0], first)
+    self.assertEqual(out.tokens[0, 0, :first].tolist(), free[:first])
+    self.assertTrue(np.all(out.tokens[0, 0, first:] == 0))
+    self.assertTrue(np.all(out.logprobs[0, 0, first:] == 0))
+
+  def test_top_k_and_top_p_restrict_the_support(self):
+    sampler = make_sampler()
+    prompt = self.prompts[:1]
+    logits = forward(Decoder(TINY), self.params, jnp.asarray(prompt))[0, -1]
+    top3 = set(np.argsort(-np.asarray(logits))[:3].tolist())
+    config = SamplingConfig(num_samples=64, temperature=1.5, top_k=3, max_new_tokens=1)
+    firsts = sampler.sample(self.params, prompt, config, seed=4).tokens[0, :, 0]
+    self.assertTrue(set(firsts.tolist()) <= top3)
+    self.assertGreater(len(set(firsts.tolist())), 1)
+    nucleus = SamplingConfig(num_samples=16, temperature=1.0, top_k=0, top_p=1e-6, max_new_tokens=4)
+    greedy = sampler.sample(self.params, prompt, SamplingConfig(temperature=0.0, max_new_tokens=4))
+    out = sampler.sample(self.params, prompt, nucleus, seed=9)
+    self.assertTrue(np.all(out.tokens[0] == greedy.tokens[0, 0]))
+
+  def test_samples_are_independent_and_reproducible(self):
+    sampler = make_sampler()
+    config = SamplingConfig(num_samples=4, temperature=1.0, top_k=0, max_new_tokens=8)
+    a = sampler.sample(self.params, self.prompts, config, seed=7)
+    b = sampler.sample(self.params, self.prompts, config, seed=7)
+    c = sampler.sample(self.params, self.prompts, config, seed=8)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    self.assertFalse(np.array_equal(a.tokens, c.tokens))
+    self.assertEqual(len({tuple(s) for s in a.tokens[0].tolist()}), 4)
+    # A prompt's samples do not depend on the rest of its batch.
+    alone = sampler.sample(self.params, self.prompts[2:3], config, seed=7, prompt_ids=[2])
+    np.testing.assert_array_equal(alone.tokens[0], a.tokens[2])
+
+  def test_compiles_once_per_bucket(self):
+    sampler = make_sampler(max_prompt_len=64, min_prompt_bucket=16, max_batch=4)
+    rng = np.random.default_rng(0)
+    shapes = set()
+    for _ in range(12):
+      batch = int(rng.integers(1, 5))
+      prompts = random_prompts(batch, TINY.vocab_size, low=2, high=40, seed=int(rng.integers(1e6)))
+      sampler.sample(self.params, prompts, SamplingConfig(temperature=0.0, max_new_tokens=3))
+      longest = max(map(len, prompts))
+      shapes.add((next(b for b in (1, 2, 4) if b >= batch),
+                  next(b for b in (16, 32, 64) if b >= longest)))
+    self.assertEqual(sampler.num_compilations, len(shapes))
+    self.assertLess(len(shapes), 12)
+
+  def test_large_batches_are_split_into_chunks(self):
+    sampler = make_sampler(max_batch=2)
+    out = sampler.sample(self.params, self.prompts, GREEDY)
+    ref = make_sampler(max_batch=8).sample(self.params, self.prompts, GREEDY)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+
+  def test_bad_prompts_fail_with_the_fix(self):
+    sampler = make_sampler(max_prompt_len=8)
+    with self.assertRaisesRegex(ConfigError, "prompt 1 has 9 tokens.*max_prompt_len is 8"):
+      sampler.sample(self.params, [[1, 2], list(range(1, 10))], GREEDY)
+    with self.assertRaisesRegex(ConfigError, "prompt 0 is empty"):
+      sampler.sample(self.params, [[]], GREEDY)
+    with self.assertRaisesRegex(ConfigError, "top_p"):
+      SamplingConfig(top_p=0.0)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,63 @@
+"""Meshes 1x8, 2x4, 8x1 (and FSDP) give one device's loss, gradients and greedy tokens."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+
+MESHES = {"single": (1, 1, 1), "1x8": (1, 1, 8), "2x4": (2, 1, 4), "8x1": (8, 1, 1),
+          "fsdp8": (1, 8, 1), "2x2x2": (2, 2, 2)}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ShardingTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.results = {}
+    tmp = tempfile.mkdtemp()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    for name, shape in MESHES.items():
+      path = os.path.join(tmp, f"{name}.npz")
+      subprocess.run([sys.executable, "-m", "tests.sharding_worker", *map(str, shape), path],
+                     check=True, env=env, cwd=ROOT)
+      cls.results[name] = dict(np.load(path))
+
+  def test_same_loss_gradients_and_greedy_tokens(self):
+    ref = self.results["single"]
+    for name in MESHES:
+      with self.subTest(mesh=name):
+        got = self.results[name]
+        np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-5)
+        np.testing.assert_allclose(got["step_loss"], ref["step_loss"], rtol=1e-5)
+        grads = sorted(k for k in ref if k.startswith("grad_"))
+        for key in grads:
+          np.testing.assert_allclose(got[key], ref[key], atol=1e-5, rtol=1e-4, err_msg=key)
+        np.testing.assert_array_equal(got["tokens"], ref["tokens"])
+
+  def test_parameters_are_really_sharded(self):
+    self.assertEqual(int(self.results["single"]["sharded_params"]), 0)
+    for name in ("1x8", "2x4", "fsdp8", "2x2x2"):
+      self.assertGreater(int(self.results[name]["sharded_params"]), 3, name)
+
+
+class MeshErrorTest(absltest.TestCase):
+
+  def test_mesh_that_does_not_match_the_devices(self):
+    import jax
+    from restem_jax import partitioning
+    from restem_jax.config import ConfigError
+    n = len(jax.devices())
+    with self.assertRaisesRegex(ConfigError, rf"= {2 * n} devices, but {n} are available"):
+      partitioning.make_mesh(partitioning.MeshConfig(data=2 * n, fsdp=1, tensor=1))
+    with self.assertRaisesRegex(ConfigError, "at most one of data/fsdp/tensor may be -1"):
+      partitioning.make_mesh(partitioning.MeshConfig(data=-1, fsdp=-1))
+
+
+if __name__ == "__main__":
+  absltest.main()

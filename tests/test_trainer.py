@@ -1,0 +1,111 @@
+"""The fine-tuning step: target-only reward-weighted NLL, optimizers, accumulation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from restem_jax import partitioning
+from restem_jax.config import ConfigError
+from restem_jax.trainer import OptimizerConfig, Trainer, learning_rate_schedule, nll_of_logits
+from tests.utils import TINY, tiny_params
+
+MESH = partitioning.make_mesh(devices=jax.devices()[:1])
+
+
+def make_batch(rows=4, length=12, prompt=5, seed=0):
+  rng = np.random.default_rng(seed)
+  target_mask = np.zeros((rows, length), np.float32)
+  target_mask[:, prompt:] = 1
+  return {"tokens": rng.integers(1, TINY.vocab_size, (rows, length)).astype(np.int32),
+          "target_mask": target_mask, "valid": np.ones((rows, length), bool),
+          "reward": np.ones(rows, np.float32)}
+
+
+def rows(batch, index):
+  return {k: v[index] for k, v in batch.items()}
+
+
+def leaves_close(a, b, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+
+
+class TrainerTest(parameterized.TestCase):
+
+  @parameterized.parameters("adafactor", "adamw")
+  def test_overfits_a_tiny_dataset(self, name):
+    trainer = Trainer(TINY, OptimizerConfig(name=name, learning_rate=3e-3), MESH)
+    state = trainer.init_state(tiny_params())
+    batch = make_batch()
+    first = trainer.loss(state.params, batch)
+    for _ in range(40):
+      state, metrics = trainer.step(state, batch)
+    self.assertGreater(first, 3.0)
+    self.assertLess(metrics["loss"], 0.1 * first)
+    self.assertEqual(int(state.step), 40)
+    self.assertEqual(metrics["target_tokens"], 4 * 7)
+
+  def test_prompt_positions_get_no_gradient(self):
+    batch = make_batch(rows=2)
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 12, TINY.vocab_size))
+    grads = jax.grad(lambda lg: nll_of_logits(lg, batch)[0])(logits)
+    # Logits at position t predict token t+1: positions 0..3 predict prompt tokens.
+    self.assertTrue(np.all(np.asarray(grads[:, :4]) == 0))
+    self.assertTrue(np.all(np.abs(np.asarray(grads[:, 4:11])).sum(-1) > 0))
+    self.assertTrue(np.all(np.asarray(grads[:, 11]) == 0))  # Predicts past the end.
+
+  def test_reward_zero_sample_contributes_nothing(self):
+    trainer = Trainer(TINY, OptimizerConfig(name="adamw", learning_rate=1e-2), MESH)
+    batch = make_batch(rows=2, seed=3)
+    weighted = dict(batch, reward=np.asarray([1.0, 0.0], np.float32))
+    with_zero, m1 = trainer.step(trainer.init_state(tiny_params()), weighted)
+    alone, m2 = trainer.step(trainer.init_state(tiny_params()), rows(batch, slice(0, 1)))
+    self.assertAlmostEqual(m1["loss"], m2["loss"], places=5)
+    leaves_close(with_zero.params, alone.params, atol=1e-6)
+    # ...while a rewarded second row does change the update.
+    both, _ = trainer.step(trainer.init_state(tiny_params()), batch)
+    self.assertGreater(max(float(jnp.abs(x - y).max()) for x, y in
+                           zip(jax.tree.leaves(both.params), jax.tree.leaves(alone.params))), 1e-4)
+
+  def test_gradient_accumulation_matches_one_big_batch(self):
+    batch = make_batch(rows=4, seed=5)
+    batch["target_mask"][0, 5:9] = 0  # Uneven token counts across microbatches.
+    config = OptimizerConfig(name="adamw", learning_rate=1e-2)
+    one, m1 = Trainer(TINY, config, MESH).step(
+        Trainer(TINY, config, MESH).init_state(tiny_params()), batch)
+    accum = Trainer(TINY, config, MESH, grad_accum_steps=2)
+    two, m2 = accum.step(accum.init_state(tiny_params()), batch)
+    self.assertAlmostEqual(m1["loss"], m2["loss"], places=5)
+    leaves_close(one.params, two.params, atol=1e-4)  # Adam amplifies float noise in tiny grads.
+    with self.assertRaisesRegex(ConfigError, "not divisible by grad_accum_steps=2"):
+      accum.step(accum.init_state(tiny_params()), rows(batch, slice(0, 3)))
+
+  def test_bf16_compute_with_fp32_master_weights(self):
+    cfg = TINY.__class__(**{**TINY.__dict__, "dtype": "bfloat16"})
+    trainer = Trainer(cfg, OptimizerConfig(learning_rate=3e-3), MESH)
+    state = trainer.init_state(tiny_params())
+    for _ in range(20):
+      state, metrics = trainer.step(state, make_batch())
+    self.assertTrue(all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params)))
+    self.assertLess(metrics["loss"], 2.0)
+
+  def test_step_does_not_consume_the_callers_params(self):
+    params = tiny_params()
+    trainer = Trainer(TINY, OptimizerConfig(), MESH)
+    trainer.step(trainer.init_state(params), make_batch())
+    self.assertTrue(np.isfinite(float(params["embedding"].sum())))  # Not donated.
+
+  def test_schedules(self):
+    warm = OptimizerConfig(learning_rate=1.0, warmup_steps=10, schedule="cosine", decay_steps=110)
+    lr = learning_rate_schedule(warm)
+    self.assertAlmostEqual(float(lr(0)), 0.1, places=5)
+    self.assertAlmostEqual(float(lr(9)), 1.0, places=5)
+    self.assertAlmostEqual(float(lr(60)), 0.5, places=2)
+    self.assertAlmostEqual(float(lr(200)), 0.0, places=5)
+    with self.assertRaisesRegex(ConfigError, "name='sgd'"):
+      OptimizerConfig(name="sgd")
+
+
+if __name__ == "__main__":
+  absltest.main()
