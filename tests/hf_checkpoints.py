@@ -1,0 +1,52 @@
+"""Tiny random Hugging Face checkpoints of each supported family (for the converter tests)."""
+
+import os
+
+import numpy as np
+
+FAMILIES = {
+    # Llama 3 style: GQA, llama3 RoPE scaling whose bands all fall inside head_dim 16, untied.
+    "llama3": dict(model_type="llama", vocab_size=96, hidden_size=64, intermediate_size=112,
+                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   rope_theta=5e5, tie_word_embeddings=False, rms_norm_eps=1e-5,
+                   rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0,
+                                 "original_max_position_embeddings": 16}),
+    # Llama 2 style: multi-head, linear RoPE scaling, tied.
+    "llama2_linear": dict(model_type="llama", vocab_size=96, hidden_size=64,
+                          intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=4, tie_word_embeddings=True,
+                          rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    "qwen2": dict(model_type="qwen2", vocab_size=96, hidden_size=64, intermediate_size=112,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  rope_theta=1e6, tie_word_embeddings=True, rms_norm_eps=1e-6),
+    # Gemma 1: multi-query, head_dim * heads != hidden, GeGLU, 1 + w norms, scaled embeddings.
+    "gemma": dict(model_type="gemma", vocab_size=96, hidden_size=64, intermediate_size=112,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                  head_dim=32, hidden_act="gelu_pytorch_tanh"),
+}
+
+
+def make_checkpoint(family: str, directory: str, seed: int = 0, dtype: str = "float32",
+                    max_shard_size: str | None = None):
+  """Saves a random transformers model of `family`; returns the torch model (float32)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  spec = dict(FAMILIES[family])
+  config = transformers.AutoConfig.for_model(spec.pop("model_type"), **spec)
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(config).eval()
+  with torch.no_grad():  # Random norms and biases too, so that every tensor matters.
+    for name, p in model.named_parameters():
+      if p.dim() == 1:
+        p.normal_(0.0 if "norm" not in name or family == "gemma" else 1.0, 0.3)
+  os.makedirs(directory, exist_ok=True)
+  kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+  model.to(getattr(torch, dtype)).save_pretrained(directory, **kwargs)
+  return model.float()
+
+
+def torch_logits(model, tokens) -> np.ndarray:
+  import torch  # pylint: disable=import-outside-toplevel
+  with torch.no_grad():
+    return model(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
