@@ -62,6 +62,9 @@ class RestemConfig:
   # Also fine-tune the base on the labelled split for the same steps (a control).
   sft_control: bool = False
   labelled_split: str = "labelled"
+  # Distillation: iteration 1 trains on this kept.jsonl (e.g. a larger
+  # model's) instead of sampling; prompts are text, so any tokenizer works.
+  kept_from: str | None = None
 
 
 @gin.configurable
@@ -112,15 +115,22 @@ def run(workdir: str, task: TaskSpec = gin.REQUIRED, model: ModelConfig = gin.RE
     if checkpoints.exists(ckpt):
       kept = e_step.read_samples(os.path.join(it_dir, "kept.jsonl"))
     else:
-      samples = e_step.run_e_step(generator, task, policy, problems["train"], e_sampling,
-                                  iteration=i, seed=restem.seed * 1000 + i,
-                                  out_dir=os.path.join(it_dir, "samples"),
-                                  shard_size=restem.shard_size)
-      kept = filtering.filter_samples(samples, restem.max_per_problem, restem.drop_duplicates)
+      if i == 1 and restem.kept_from:
+        kept = e_step.read_samples(restem.kept_from)
+      else:
+        samples = e_step.run_e_step(generator, task, policy, problems["train"], e_sampling,
+                                    iteration=i, seed=restem.seed * 1000 + i,
+                                    out_dir=os.path.join(it_dir, "samples"),
+                                    shard_size=restem.shard_size)
+        kept = filtering.filter_samples(samples, restem.max_per_problem, restem.drop_duplicates)
       e_step.write_samples(os.path.join(it_dir, "kept.jsonl"), kept)
       start = base if restem.reset_to_base else policy
-      result = m_step.run_m_step(trainer, start, kept, task.vocabulary, m_step_config,
-                                 val_reward, os.path.join(it_dir, "m_step"), i)
+      if kept:
+        result = m_step.run_m_step(trainer, start, kept, task.vocabulary, m_step_config,
+                                   val_reward, os.path.join(it_dir, "m_step"), i)
+      else:
+        logging.warning("iteration %d kept no samples; its model is the M-step's start.", i)
+        result = finetune.Result(start, 0, None, [])
       # The record goes first: an existing checkpoint marks a finished M-step.
       _write_json(os.path.join(it_dir, "m_step.json"),
                   {"best_step": result.best_step, "best_val_reward": result.best_score,
@@ -203,10 +213,15 @@ def _remove(path: str) -> None:
 @gin.configurable
 def make_base_by_sft(path: str, *, trainer: Trainer, vocabulary, labelled, val_reward, workdir,
                      config: finetune.FinetuneConfig = finetune.FinetuneConfig(),
-                     init_seed: int = 0) -> None:
-  """A base model for demos: random init, then SFT on the task's labelled split."""
+                     optimizer: OptimizerConfig | None = None, init_seed: int = 0) -> None:
+  """A base model for demos: random init, then SFT on the task's labelled split.
+
+  `optimizer` defaults to the run's (the M-step's) optimizer.
+  """
   logging.info("no base checkpoint at %s: training one on %d labelled problems", path,
                len(labelled))
+  if optimizer is not None:
+    trainer = Trainer(trainer.model.cfg, optimizer, trainer.mesh, trainer.rules)
   params = init_params(trainer.model, jax.random.PRNGKey(init_seed), trainer.mesh, trainer.rules)
   examples = finetune.tokenize(vocabulary, [p.prompt for p in labelled],
                                [p.reference for p in labelled], config.seq_len)

@@ -211,7 +211,7 @@ class Sampler:
       stop_len = jnp.zeros((b, n), jnp.int32)
       if self.eos_id is not None:
         stop_len = jnp.where(s["token"] == self.eos_id, 1, stop_len)
-      for stop in self.stop_sequences:
+      for stop in (seq for seq in self.stop_sequences if len(seq) <= g):  # Longer never fit.
         stop_len = jnp.where((stop_len == 0) & _ends_with(out, t, stop), len(stop), stop_len)
       finished = ~s["done"] & (stop_len > 0)
       lengths = jnp.where(finished, t + 1 - stop_len, s["lengths"])

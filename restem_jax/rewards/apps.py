@@ -38,6 +38,19 @@ def parse_tests(problem: Mapping[str, Any]) -> tuple[list, list, str | None]:
   return inputs, outputs, fn_name
 
 
+# The original APPS harness (testing_util.py) runs every program after these
+# imports, and LeetCode-style starter code relies on them (`List[int]`); numpy,
+# which it also imports, is left out (the sandbox may not have it).
+APPS_HEADER = (
+    "import sys, time, itertools, collections, math, fractions, random, heapq, bisect, string, re\n"
+    "from itertools import accumulate, product, permutations, combinations\n"
+    "from collections import Counter, OrderedDict, deque, defaultdict, ChainMap\n"
+    "from functools import lru_cache\n"
+    "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
+    "from typing import List, Tuple, Dict, Optional, Set\n"
+    "from heapq import *\n")
+
+
 def extract_code(completion: str) -> str:
   """The first ```python fenced block if the completion has one, else all."""
   match = _FENCE.search(completion)
@@ -83,7 +96,7 @@ def call_output_matches(got: Any, expected: Any) -> bool:
 def score_apps(problem: Mapping[str, Any], completion: str, sandbox: Sandbox,
                timeout: float = DEFAULT_TIMEOUT) -> tuple[float, str]:
   inputs, outputs, fn_name = parse_tests(problem)
-  code = extract_code(completion)
+  code = APPS_HEADER + extract_code(completion)
   for i, (test_in, test_out) in enumerate(zip(inputs, outputs)):
     verdict = (_run_call(sandbox, code, fn_name, test_in, test_out, timeout)
                if fn_name else

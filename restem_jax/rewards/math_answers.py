@@ -4,7 +4,7 @@ Protocol (PaLM 2 / Minerva, as the ReST^EM paper uses it): take the answer
 after "Final Answer: The final answer is", normalise it with the Minerva
 normalisation, compare strings, then check symbolic equivalence. The symbolic
 step is math-verify (sympy based) rather than hand-written parsing; see
-benchmarks/README_rewards.md for the measured agreement of each step.
+benchmarks/README.md (Rewards) for the measured agreement of each step.
 
 The functions that call sympy can hang on adversarial input; the batch pool
 (batch.py) runs them in worker processes it kills at a deadline.

@@ -1,0 +1,6 @@
+"""Tasks the loop can run; importing this package registers their gin factories."""
+
+from restem_jax.tasks import pair_sum  # noqa: F401
+# MATH, GSM8K, APPS, HumanEval: registers restem_math, restem_gsm8k, restem_apps, restem_humaneval.
+from restem_jax.tasks import benchmarks  # noqa: F401
+from restem_jax.tasks.base import Problem, TaskSpec, get, load_problems, register  # noqa: F401

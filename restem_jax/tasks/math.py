@@ -1,0 +1,42 @@
+"""MATH (Hendrycks et al. 2021): 4-shot Minerva-format prompts, answer-checked reward.
+
+Splits: train (7,500), test (5,000), labelled (train problems whose solution has
+a \\boxed{} answer; reference = the solution + the Minerva final-answer line).
+Reward: the reward service's "math" (Minerva extraction and normalisation,
+then a sympy equivalence check); maj@k votes on the normalised answer.
+"""
+
+from __future__ import annotations
+
+import gin
+
+from restem_jax import rewards
+from restem_jax.tasks import base, common, prompts_math, readers
+
+
+def math_problems(data_dir: str, split: str, num_shots: int = 4) -> list[base.Problem]:
+  out = []
+  for pid, record in readers.read_math(data_dir, split):
+    out.append(base.Problem(id=pid, prompt=prompts_math.math_prompt(record["problem"], num_shots),
+                            record=record,
+                            reference=prompts_math.math_reference(record["solution"])))
+  return out
+
+
+def extract_answer(completion: str):
+  return rewards.extract_answer("math", completion)
+
+
+@gin.configurable
+def make_math_task(data_dir: str | None = None, vocabulary=None, num_shots: int = 4,
+                   max_train: int | None = None, train_seed: int = 0,
+                   train_ids_file: str | None = None, name: str = "restem_math") -> base.TaskSpec:
+  """Registers MATH as `name` and returns its TaskSpec (data read lazily from data_dir)."""
+  data_dir = data_dir or common.default_data_dir()
+  prompts_math.math_prompt("", num_shots)  # Validates num_shots now, not at first read.
+  loaders = {split: (lambda s=split: math_problems(data_dir, "train" if s == "labelled" else s,
+                                                    num_shots))
+             for split in ("train", "test", "labelled")}
+  return common.register_benchmark(name, "math", loaders, prompts_math.MATH_STOP_STRINGS,
+                                   vocabulary, extract_answer, max_train, train_seed,
+                                   train_ids_file)

@@ -1,0 +1,119 @@
+r"""Transfer evaluation: one checkpoint, several tasks, the loop's metrics.
+
+  python -m restem_jax.transfer --gin_file=gin_configs/math.gin \
+      --checkpoint=/runs/math/iter_2/checkpoint --tasks=restem_gsm8k,restem_humaneval \
+      --data_dir=/data --workdir=/runs/math/transfer [--max_test=N]
+
+The gin files give the model (`ModelConfig`), its vocabulary
+(`task_vocabulary.checkpoint_dir`), the evaluation protocol (`EvalConfig`:
+greedy pass@1, pass@k at T=1.0 top-p 0.95, maj@k) and the sampler limits
+(`RestemConfig.max_prompt_len`, `sample_batch`). For every task it writes
+WORKDIR/<task>/metrics.json with the loop's keys (`test_pass@1`, `pass@k`,
+`maj@k`; the loop's `val_reward` and `train_solve_rate` do not apply), and
+WORKDIR/transfer_summary.json with all of them. A rerun skips finished tasks.
+
+Paper transfer pairs: trained on MATH -> GSM8K; trained on APPS -> HumanEval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from absl import app, flags
+
+from restem_jax import main as cli  # Defines --gin_file, --gin_bindings, --workdir, ...
+
+def _define_flags() -> None:
+  """CLI flags (besides restem_jax.main's), defined only when run as a program."""
+  flags.DEFINE_string("checkpoint", None, "Parameters to evaluate (Orbax directory, e.g. "
+                      "WORKDIR/iter_2/checkpoint or WORKDIR/base).")
+  flags.DEFINE_list("tasks", None, "Task names, e.g. restem_gsm8k,restem_humaneval.")
+  flags.DEFINE_string("data_dir", None, "Dataset directory (else the gin binding, else "
+                      "$RESTEM_DATA_DIR or ./data).")
+  flags.DEFINE_integer("max_test", None, "Evaluate only the first N test problems.")
+  flags.DEFINE_string("split", "test", "Split to evaluate.")
+
+
+def evaluate_tasks(checkpoint: str, task_names: Sequence[str], workdir: str,
+                   data_dir: str | None = None, max_test: int | None = None,
+                   split: str = "test") -> dict[str, Any]:
+  """Evaluates `checkpoint` on each task (gin supplies model, vocabulary and EvalConfig)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from restem_jax import checkpoints, partitioning  # pylint: disable=import-outside-toplevel
+  from restem_jax.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  from restem_jax.evaluation import EvalConfig, Evaluator  # pylint: disable=import-outside-toplevel
+  from restem_jax.generation import TextGenerator  # pylint: disable=import-outside-toplevel
+  from restem_jax.loop import RestemConfig  # pylint: disable=import-outside-toplevel
+  from restem_jax.model import Decoder  # pylint: disable=import-outside-toplevel
+  from restem_jax.params import abstract_params, param_shardings  # pylint: disable=import-outside-toplevel
+  from restem_jax.sampler import SamplingConfig  # pylint: disable=import-outside-toplevel
+  from restem_jax.tasks import base, benchmarks, common  # pylint: disable=import-outside-toplevel
+
+  model, restem, evaluation = ModelConfig(), RestemConfig(), EvalConfig()
+  mesh_config = partitioning.MeshConfig()
+  mesh = partitioning.make_mesh(mesh_config)
+  decoder = Decoder(model)
+  params = checkpoints.restore(checkpoint, abstract_params(decoder),
+                               param_shardings(decoder, mesh, mesh_config.rules))
+  vocabulary = common.task_vocabulary()
+  summary: dict[str, Any] = {}
+  for name in task_names:
+    path = os.path.join(workdir, name, "metrics.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        summary[name] = json.load(f)
+      continue
+    if name in benchmarks.FACTORIES:
+      kwargs = {"vocabulary": vocabulary}
+      if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+      task = benchmarks.FACTORIES[name](**kwargs)
+    else:
+      task = base.get(name)  # Registered by an imported module or gin.
+    problems = base.load_problems(name, split)[:max_test]
+    generator = TextGenerator(model, mesh, task.vocabulary, task.stop_strings,
+                              max_prompt_len=restem.max_prompt_len,
+                              max_batch=restem.sample_batch)
+    result = Evaluator(task, generator, evaluation).evaluate(
+        params, test=problems, validation=[], train=[], train_sampling=SamplingConfig())
+    for key in ("val_reward", "train_solve_rate"):  # No validation / train set here.
+      result.pop(key, None)
+    result = {"task": name, "split": split, "checkpoint": checkpoint,
+              "num_problems": len(problems), **result}
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+      os.replace(path + ".tmp", path)
+    summary[name] = result
+    print(f"{name}: test_pass@1={result['test_pass@1']:.4f} pass@k={result['pass@k']} "
+          f"maj@k={result['maj@k']}", flush=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "transfer_summary.json"), "w") as f:
+      json.dump(summary, f, indent=1, sort_keys=True)
+  return summary
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  for flag, value in (("--checkpoint", f.checkpoint), ("--tasks", f.tasks),
+                      ("--workdir", cli.WORKDIR.value), ("--gin_file", cli.GIN_FILES.value)):
+    if not value:
+      raise app.UsageError(f"{flag} is required")
+  cli.parse_gin(cli.GIN_FILES.value, cli.BINDINGS.value, cli.SEARCH_PATHS.value)
+  if cli.DISTRIBUTED.value:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.distributed.initialize()
+  os.makedirs(cli.WORKDIR.value, exist_ok=True)
+  evaluate_tasks(f.checkpoint, f.tasks, cli.WORKDIR.value, f.data_dir, f.max_test, f.split)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main, argv=cli.rewrite_gin_flags(sys.argv))
