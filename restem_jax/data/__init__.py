@@ -1,0 +1,1 @@
+"""Dataset preparation: fetch and lay out the benchmarks the tasks read."""
