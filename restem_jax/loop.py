@@ -124,7 +124,8 @@ def run(workdir: str, task: TaskSpec = gin.REQUIRED, model: ModelConfig = gin.RE
                                     shard_size=restem.shard_size)
         kept = filtering.filter_samples(samples, restem.max_per_problem, restem.drop_duplicates)
       e_step.write_samples(os.path.join(it_dir, "kept.jsonl"), kept)
-      start = base if restem.reset_to_base else policy
+      # ReST^EM restores the base checkpoint for every M-step, never the iterate.
+      start = load(base_path) if restem.reset_to_base else policy
       if kept:
         result = m_step.run_m_step(trainer, start, kept, task.vocabulary, m_step_config,
                                    val_reward, os.path.join(it_dir, "m_step"), i)
