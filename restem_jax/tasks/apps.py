@@ -58,9 +58,8 @@ def make_apps_task(data_dir: str | None = None, vocabulary=None, num_shots: int 
   data_dir = data_dir or common.default_data_dir()
   difficulties = tuple(difficulties)
   prompts_code.apps_prompt("", "", False, num_shots)
-  loaders = {split: (lambda s=split: apps_problems(
-      data_dir, "train" if s == "labelled" else s, difficulties, num_shots))
-             for split in ("train", "test", "labelled")}
+  loaders = common.split_loaders(
+      lambda split: apps_problems(data_dir, split, difficulties, num_shots))
   return common.register_benchmark(name, "apps", loaders, prompts_code.APPS_STOP_STRINGS,
                                    vocabulary, extract_answer, max_train, train_seed,
                                    train_ids_file, reward=reward, score_batch=score_batch)

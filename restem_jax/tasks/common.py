@@ -73,6 +73,13 @@ def select_train(problems: Sequence[base.Problem], max_train: int | None, seed: 
   return problems
 
 
+def split_loaders(read: Callable[[str], Sequence[base.Problem]]
+                  ) -> dict[str, Callable[[], Sequence[base.Problem]]]:
+  """train / test / labelled loaders from `read(published_split)`; labelled reads train."""
+  return {split: (lambda s=split: read("train" if s == "labelled" else s))
+          for split in ("train", "test", "labelled")}
+
+
 def register_benchmark(name: str, reward_task: str,
                        loaders: dict[str, Callable[[], Sequence[base.Problem]]],
                        stop_strings: Sequence[str], vocabulary: seqio.Vocabulary | None,

@@ -31,9 +31,7 @@ def make_gsm8k_task(data_dir: str | None = None, vocabulary=None, num_shots: int
   """Registers GSM8K as `name` and returns its TaskSpec (data read lazily from data_dir)."""
   data_dir = data_dir or common.default_data_dir()
   prompts_math.gsm8k_prompt("", num_shots)
-  loaders = {split: (lambda s=split: gsm8k_problems(data_dir, "train" if s == "labelled" else s,
-                                                     num_shots))
-             for split in ("train", "test", "labelled")}
+  loaders = common.split_loaders(lambda split: gsm8k_problems(data_dir, split, num_shots))
   return common.register_benchmark(name, "gsm8k", loaders, prompts_math.GSM8K_STOP_STRINGS,
                                    vocabulary, extract_answer, max_train, train_seed,
                                    train_ids_file)

@@ -34,9 +34,7 @@ def make_math_task(data_dir: str | None = None, vocabulary=None, num_shots: int 
   """Registers MATH as `name` and returns its TaskSpec (data read lazily from data_dir)."""
   data_dir = data_dir or common.default_data_dir()
   prompts_math.math_prompt("", num_shots)  # Validates num_shots now, not at first read.
-  loaders = {split: (lambda s=split: math_problems(data_dir, "train" if s == "labelled" else s,
-                                                    num_shots))
-             for split in ("train", "test", "labelled")}
+  loaders = common.split_loaders(lambda split: math_problems(data_dir, split, num_shots))
   return common.register_benchmark(name, "math", loaders, prompts_math.MATH_STOP_STRINGS,
                                    vocabulary, extract_answer, max_train, train_seed,
                                    train_ids_file)
