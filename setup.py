@@ -25,7 +25,7 @@ setuptools.setup(
         "tqdm>=4.60",
         "tensorboardX>=2.6",
         "matplotlib>=3.7",
-        "math-verify[antlr4_13_2]>=0.9.0",
+        "math-verify>=0.9.0",  # Pulls latex2sympy2_extended and the antlr4 runtime.
     ],
     extras_require={
         "tpu": ["jax[tpu]"],
