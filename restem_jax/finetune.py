@@ -21,7 +21,7 @@ import numpy as np
 import seqio
 from tqdm import tqdm
 
-from restem_jax import checkpoints
+from restem_jax import checkpoints, files
 from restem_jax.trainer import Batch, Trainer
 
 
@@ -133,20 +133,12 @@ def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: Fin
     progress["step"] = step
     progress["done"] = step >= config.max_steps or bool(config.patience and bad_checks >= config.patience)
     checkpoints.save(os.path.join(workdir, f"state_{step}"), state)
-    _write_json(progress_path, progress)
+    files.write_json(progress_path, progress)
     _remove_stale(workdir, keep={f"state_{step}", f"best_{progress['best_step']}"})
   bar.close()
   best = checkpoints.restore(os.path.join(workdir, f"best_{progress['best_step']}"),
                              state.params, trainer.param_shardings)
   return Result(best, progress["best_step"], progress["best_score"], progress["history"])
-
-
-def _write_json(path: str, value: Any) -> None:
-  if jax.process_index() != 0:
-    return
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + ".tmp", path)
 
 
 def _remove_stale(workdir: str, keep: set[str]) -> None:

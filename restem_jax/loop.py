@@ -28,7 +28,7 @@ import gin
 import jax
 import numpy as np
 
-from restem_jax import checkpoints, e_step, filtering, finetune, m_step, reporting
+from restem_jax import checkpoints, e_step, files, filtering, finetune, m_step, reporting
 from restem_jax import partitioning
 from restem_jax.config import ModelConfig
 from restem_jax.evaluation import EvalConfig, Evaluator
@@ -102,7 +102,7 @@ def run(workdir: str, task: TaskSpec = gin.REQUIRED, model: ModelConfig = gin.RE
     result = {"iteration": iteration, **evaluator.evaluate(
         params, test=problems["test"], validation=problems["validation"],
         train=problems["train"], train_sampling=e_sampling), **extra}
-    _write_json(path, result)
+    files.write_json(path, result)
     if jax.process_index() == 0:
       reporting.write_tensorboard(os.path.join(workdir, "tensorboard"), iteration, result)
     return result
@@ -133,7 +133,7 @@ def run(workdir: str, task: TaskSpec = gin.REQUIRED, model: ModelConfig = gin.RE
         logging.warning("iteration %d kept no samples; its model is the M-step's start.", i)
         result = finetune.Result(start, 0, None, [])
       # The record goes first: an existing checkpoint marks a finished M-step.
-      _write_json(os.path.join(it_dir, "m_step.json"),
+      files.write_json(os.path.join(it_dir, "m_step.json"),
                   {"best_step": result.best_step, "best_val_reward": result.best_score,
                    "history": result.history})
       checkpoints.save(ckpt, result.params)
@@ -192,18 +192,9 @@ def _sft_control(workdir, trainer, base, task, problems, restem, config, val_rew
   metrics = {"test_pass@1": evaluator.greedy_pass_at_1(result.params, problems["test"]),
              "val_reward": result.best_score, "best_step": result.best_step,
              "max_steps": config.max_steps}
-  _write_json(path, metrics)
+  files.write_json(path, metrics)
   _remove(os.path.join(workdir, "control", "train"))
   return metrics
-
-
-def _write_json(path: str, value: Any) -> None:
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
 
 
 def _remove(path: str) -> None:

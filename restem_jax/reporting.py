@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Sequence
 
 import matplotlib
@@ -11,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # Headless: TPU VMs and CI have no display.
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboardX import SummaryWriter  # noqa: E402
+
+from restem_jax import files  # noqa: E402
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -34,9 +34,7 @@ def write_tensorboard(logdir: str, iteration: int, metrics: dict[str, Any]) -> N
 def write_summary(path: str, iterations: Sequence[dict[str, Any]], best_iteration: int,
                   extra: dict[str, Any]) -> dict[str, Any]:
   summary = {"iterations": list(iterations), "best_iteration": best_iteration, **extra}
-  with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  files.write_json(path, summary)
   return summary
 
 

@@ -41,7 +41,7 @@ def evaluate_tasks(checkpoint: str, task_names: Sequence[str], workdir: str,
                    data_dir: str | None = None, max_test: int | None = None,
                    split: str = "test") -> dict[str, Any]:
   """Evaluates `checkpoint` on each task (gin supplies model, vocabulary and EvalConfig)."""
-  import jax  # pylint: disable=import-outside-toplevel
+  from restem_jax import files  # pylint: disable=import-outside-toplevel
 
   from restem_jax import checkpoints, partitioning  # pylint: disable=import-outside-toplevel
   from restem_jax.config import ModelConfig  # pylint: disable=import-outside-toplevel
@@ -84,17 +84,11 @@ def evaluate_tasks(checkpoint: str, task_names: Sequence[str], workdir: str,
       result.pop(key, None)
     result = {"task": name, "split": split, "checkpoint": checkpoint,
               "num_problems": len(problems), **result}
-    if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
-      os.replace(path + ".tmp", path)
+    files.write_json(path, result)
     summary[name] = result
     print(f"{name}: test_pass@1={result['test_pass@1']:.4f} pass@k={result['pass@k']} "
           f"maj@k={result['maj@k']}", flush=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "transfer_summary.json"), "w") as f:
-      json.dump(summary, f, indent=1, sort_keys=True)
+  files.write_json(os.path.join(workdir, "transfer_summary.json"), summary)
   return summary
 
 
