@@ -16,6 +16,7 @@ import shutil
 import sys
 from typing import Any
 
+import gin
 import jax
 import numpy as np
 
@@ -75,6 +76,13 @@ def convert(input_path: str, output: str, *, param_dtype: str = "float32",
           f"max abs logit difference against transformers is {diff:.3g}, above the tolerance "
           f"{tol:g}: the converted model does not reproduce {input_path}.")
   return summary
+
+
+@gin.configurable
+def base_from_pretrained(path: str, *, source: str = gin.REQUIRED, **loop_context: Any) -> None:
+  """A `run.make_base` for real models: converts `source` (HF dir or GGUF) to the base at `path`."""
+  del loop_context  # The loop also passes its trainer and data; a conversion needs neither.
+  convert(source, path)
 
 
 class VerificationError(RuntimeError):

@@ -44,30 +44,31 @@ class Evaluator:
     self.task, self.generator, self.config = task, generator, config
 
   def mean_reward(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
-                  seed: int) -> float:
+                  seed: int, desc: str | None = None) -> float:
     """Mean reward over every sample of every problem (greedy: one per problem)."""
     if not problems:
       return 0.0
     completions = self.generator.generate(params, [p.prompt for p in problems], sampling, seed,
-                                          range(len(problems)))
+                                          range(len(problems)), desc=desc)
     rewards = self.task.score([p.record for p, row in zip(problems, completions) for _ in row],
                               [c.text for row in completions for c in row])
     return float(np.mean(rewards))
 
-  def greedy_pass_at_1(self, params: Any, problems: Sequence[Problem]) -> float:
+  def greedy_pass_at_1(self, params: Any, problems: Sequence[Problem],
+                       desc: str | None = None) -> float:
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
-    return self.mean_reward(params, problems, greedy, self.config.seed)
+    return self.mean_reward(params, problems, greedy, self.config.seed, desc)
 
   def evaluate(self, params: Any, *, test: Sequence[Problem], validation: Sequence[Problem],
                train: Sequence[Problem], train_sampling: SamplingConfig) -> dict[str, Any]:
     cfg = self.config
-    result = {"test_pass@1": self.greedy_pass_at_1(params, test),
-              "val_reward": self.greedy_pass_at_1(params, validation)}
+    result = {"test_pass@1": self.greedy_pass_at_1(params, test, "eval: test greedy"),
+              "val_reward": self.greedy_pass_at_1(params, validation, "eval: validation")}
     result.update(self._sampled(params, test))
     solve = dataclasses.replace(train_sampling, num_samples=cfg.train_eval_samples,
                                 max_new_tokens=cfg.max_new_tokens)
     result["train_solve_rate"] = self.mean_reward(params, train[:cfg.train_eval_size], solve,
-                                                  cfg.seed + 1)
+                                                  cfg.seed + 1, "eval: train solve rate")
     return result
 
   def _sampled(self, params: Any, problems: Sequence[Problem]) -> dict[str, Any]:
@@ -75,7 +76,8 @@ class Evaluator:
     sampling = SamplingConfig(num_samples=cfg.pass_k_samples, temperature=cfg.pass_temperature,
                               top_k=0, top_p=cfg.pass_top_p, max_new_tokens=cfg.max_new_tokens)
     completions = self.generator.generate(params, [p.prompt for p in problems], sampling,
-                                          cfg.seed + 2, range(len(problems)))
+                                          cfg.seed + 2, range(len(problems)),
+                                          desc=f"eval: test pass@{cfg.pass_k_samples}")
     texts = [[c.text for c in row] for row in completions]
     rewards = self.task.score([p.record for p, row in zip(problems, texts) for _ in row],
                               [t for row in texts for t in row])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 import seqio
+from tqdm import tqdm
 from jax.sharding import Mesh
 
 from restem_jax import partitioning
@@ -40,13 +42,27 @@ class TextGenerator:
     return list(self.vocabulary.encode(prompt))
 
   def generate(self, params: Any, prompts: Sequence[str], config: SamplingConfig, seed: int,
-               prompt_ids: Sequence[int]) -> list[list[Completion]]:
-    """`config.num_samples` completions per prompt, reproducible per (seed, prompt id)."""
-    out = self.sampler.sample(params, [self.encode_prompt(p) for p in prompts], config,
-                              seed=seed, prompt_ids=prompt_ids)
-    return [[self._completion(tokens[:length], logprobs[:length])
-             for tokens, length, logprobs in zip(row_tokens, row_lengths, row_logprobs)]
-            for row_tokens, row_lengths, row_logprobs in zip(out.tokens, out.lengths, out.logprobs)]
+               prompt_ids: Sequence[int], desc: str | None = None) -> list[list[Completion]]:
+    """`config.num_samples` completions per prompt, reproducible per (seed, prompt id).
+
+    With `desc`, a progress bar counts prompts (one sampler batch at a time).
+    """
+    encoded, ids = [self.encode_prompt(p) for p in prompts], list(prompt_ids)
+    # Randomness depends only on (seed, prompt id, sample): chunking changes no sample.
+    chunk = self.sampler.batch_buckets[-1] if desc else max(len(prompts), 1)
+    completions: list[list[Completion]] = []
+    bar = tqdm(total=len(prompts), desc=desc, unit="problem", leave=False,
+               disable=desc is None or jax.process_index() != 0)
+    for start in range(0, len(prompts), chunk):
+      out = self.sampler.sample(params, encoded[start:start + chunk], config, seed=seed,
+                                prompt_ids=ids[start:start + chunk])
+      completions.extend(
+          [self._completion(tokens[:length], logprobs[:length])
+           for tokens, length, logprobs in zip(row_tokens, row_lengths, row_logprobs)]
+          for row_tokens, row_lengths, row_logprobs in zip(out.tokens, out.lengths, out.logprobs))
+      bar.update(len(out.tokens))
+    bar.close()
+    return completions
 
   def _completion(self, tokens: np.ndarray, logprobs: np.ndarray) -> Completion:
     text = self.vocabulary.decode(tokens.tolist())

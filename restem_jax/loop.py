@@ -84,7 +84,8 @@ def run(workdir: str, task: TaskSpec = gin.REQUIRED, model: ModelConfig = gin.RE
   trainer = Trainer(model, optimizer, mesh, mesh_config.rules)
   e_sampling = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
                               top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
-  val_reward = lambda params: evaluator.greedy_pass_at_1(params, problems["validation"])
+  val_reward = lambda params: evaluator.greedy_pass_at_1(params, problems["validation"],
+                                                         "validation reward")
   base_path = base_checkpoint or os.path.join(workdir, "base")
   if not checkpoints.exists(base_path) and make_base is not None:
     make_base(base_path, trainer=trainer, vocabulary=task.vocabulary,

@@ -62,6 +62,18 @@ class ConvertParityTest(parameterized.TestCase):
     model = load_model(hf_dir, mesh=_one_device(), tokenizer=False)
     self.assertLess(np.abs(model.logits(TOKENS) - torch_logits(reference, TOKENS)).max(), 1e-4)
 
+  def test_base_from_pretrained_writes_the_loops_base_checkpoint(self):
+    from restem_jax import checkpoints  # pylint: disable=import-outside-toplevel
+    hf_dir, base = os.path.join(self.tmp, "hf_for_base"), os.path.join(self.tmp, "run", "base")
+    make_checkpoint("qwen2", hf_dir, seed=7)
+    self.assertFalse(checkpoints.exists(base))
+    # The loop calls run.make_base with its trainer and data; a conversion ignores them.
+    convert.base_from_pretrained(base, source=hf_dir, trainer=None, labelled=[], workdir=None)
+    self.assertTrue(checkpoints.exists(base))
+    np.testing.assert_allclose(load_model(base, mesh=_one_device(), tokenizer=False).logits(TOKENS),
+                               load_model(hf_dir, mesh=_one_device(), tokenizer=False).logits(TOKENS),
+                               atol=1e-6)
+
   def test_export_back_to_huggingface_layout(self):
     import transformers  # pylint: disable=import-outside-toplevel
     for family in ("qwen2", "gemma", "llama3"):

@@ -108,6 +108,23 @@ class SamplerTest(absltest.TestCase):
     ref = make_sampler(max_batch=8).sample(self.params, self.prompts, GREEDY)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
 
+  def test_text_generator_progress_bar_changes_no_sample(self):
+    import contextlib, io, seqio  # pylint: disable=import-outside-toplevel,multiple-imports
+    from restem_jax.generation import TextGenerator  # pylint: disable=import-outside-toplevel
+    vocab = seqio.ByteVocabulary()  # 259 ids; TINY's 128 cover printable ASCII.
+    generator = TextGenerator(TINY, partitioning.make_mesh(devices=jax.devices()[:1]), vocab,
+                              ("\n",), max_prompt_len=32, max_batch=2)
+    prompts = [f"{i} + {i} =" for i in range(5)]
+    config = SamplingConfig(num_samples=3, temperature=1.0, max_new_tokens=6)
+    quiet = generator.generate(self.params, prompts, config, seed=3, prompt_ids=range(5))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      shown = generator.generate(self.params, prompts, config, seed=3, prompt_ids=range(5),
+                                 desc="eval: test")
+    self.assertEqual(shown, quiet)
+    self.assertIn("eval: test", err.getvalue())
+    self.assertIn("0/5 ", err.getvalue())  # A bar over the 5 prompts.
+
   def test_bad_prompts_fail_with_the_fix(self):
     sampler = make_sampler(max_prompt_len=8)
     with self.assertRaisesRegex(ConfigError, "prompt 1 has 9 tokens.*max_prompt_len is 8"):

