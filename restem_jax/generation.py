@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 import seqio
-from tqdm import tqdm
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 from restem_jax import partitioning
 from restem_jax.config import ModelConfig
@@ -49,7 +49,7 @@ class TextGenerator:
     """
     encoded, ids = [self.encode_prompt(p) for p in prompts], list(prompt_ids)
     # Randomness depends only on (seed, prompt id, sample): chunking changes no sample.
-    chunk = self.sampler.batch_buckets[-1] if desc else max(len(prompts), 1)
+    chunk = self.sampler.batch_buckets[-1]
     completions: list[list[Completion]] = []
     bar = tqdm(total=len(prompts), desc=desc, unit="problem", leave=False,
                disable=desc is None or jax.process_index() != 0)

@@ -29,8 +29,8 @@ from typing import Sequence
 import gin
 import seqio
 
-from restem_jax import rewards
 from restem_jax.tasks import base, common
+from restem_jax.tasks.gsm8k import extract_answer
 
 SYSTEM = "Solve the math word problem in one line, ending with: The answer is N."
 NAMES = ("Tom", "Anna", "Sam", "Lily", "Ben", "Mia", "Leo", "Emma")
@@ -59,7 +59,8 @@ def format_question(rng: random.Random, op: str, a: int, b: int) -> str:
 
 
 def format_reference(op: str, a: int, b: int) -> str:
-  return f"{a} {op} {b} = {answer_of(op, a, b)}. The answer is {answer_of(op, a, b)}."
+  n = answer_of(op, a, b)
+  return f"{a} {op} {b} = {n}. The answer is {n}."
 
 
 def format_prompt(vocabulary: seqio.Vocabulary, question: str, system: str = SYSTEM) -> str:
@@ -68,10 +69,6 @@ def format_prompt(vocabulary: seqio.Vocabulary, question: str, system: str = SYS
     return vocabulary.apply_chat_template([{"role": "system", "content": system},
                                            {"role": "user", "content": question}])
   return f"Question: {question}\nAnswer:"
-
-
-def extract_answer(completion: str):
-  return rewards.extract_answer("gsm8k", completion)
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,7 +86,7 @@ def generate(seed: int, num_labelled: int, num_train: int, num_test: int,
   out = {}
   for split in ("test", "labelled", "train"):
     rows = []
-    capacity = len(by_split[split]) * len(NAMES) * len(ITEMS) * 2
+    capacity = sum(len(TEMPLATES[op]) for op, _, _ in by_split[split]) * len(NAMES) * len(ITEMS)
     if sizes[split] > capacity // 2:
       raise ValueError(f"word_arithmetic: {sizes[split]} {split} problems is too many for "
                        f"{len(by_split[split])} (op, a, b) triples; widen the number ranges.")
