@@ -36,12 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from restem_jax import params as P
-from restem_jax import partitioning
-from restem_jax.config import ModelConfig
-from restem_jax.model import forward
-from restem_jax.sampler import Sampler, SamplingConfig
-from restem_jax.trainer import OptimizerConfig, Trainer
+from restem_jax.engine import params as P
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.model import forward
+from restem_jax.engine.sampler import Sampler, SamplingConfig
+from restem_jax.engine.trainer import OptimizerConfig, Trainer
 
 
 def parse_args():
@@ -212,7 +212,7 @@ def main():
     print(f"\n== kv_heads={kv}: {n_params / 1e6:.1f}M params "
           f"(L={cfg.num_layers} E={cfg.embed_dim} H={cfg.num_heads} D={cfg.head_dim} "
           f"M={cfg.mlp_dim} V={cfg.vocab_size})", flush=True)
-    sampler = Sampler(cfg, mesh, eos_id=None, max_prompt_len=max(512, max(map(len, prompts))),
+    sampler = Sampler(cfg, mesh, max_prompt_len=max(512, max(map(len, prompts))),
                       max_batch=max(16, args.prompts))
     params = P.init_params(sampler.model, jax.random.PRNGKey(0), mesh, partitioning.DEFAULT_RULES)
     assert P.count(params) == n_params

@@ -16,13 +16,12 @@ import shutil
 import sys
 from typing import Any
 
-import gin
 import jax
 import numpy as np
 
-from restem_jax import partitioning
+from restem_jax.engine import partitioning
 from restem_jax.checkpoint_io import hf_config as hfc
-from restem_jax.checkpoint_io import gguf_tokenizer, orbax_io, safetensors_io, weights
+from restem_jax.checkpoint_io import gguf_tokenizer, checkpoints, safetensors_io, weights
 
 DEFAULT_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.1}
 
@@ -48,21 +47,22 @@ def convert(input_path: str, output: str, *, param_dtype: str = "float32",
   the tokenizer files. Returns a summary dict (with `max_abs_logit_diff`
   when verify=True); raises `VerificationError` when verification fails.
   """
-  from restem_jax import loading  # pylint: disable=import-outside-toplevel
+  from restem_jax.checkpoint_io import loading  # pylint: disable=import-outside-toplevel
   input_path, output = os.fspath(input_path), os.fspath(output)
   opened = loading.open_checkpoint(input_path, param_dtype)
   if opened.kind == "converted":
     raise ValueError(f"{input_path} is already a converted restem_jax checkpoint; use --to=hf "
                      "to export it.")
   os.makedirs(output, exist_ok=True)
-  mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-  params = loading.place_params(opened, input_path, mesh, partitioning.DEFAULT_RULES)
-  orbax_io.save_params(output, params)
+  from restem_jax.engine.engine import Engine  # pylint: disable=import-outside-toplevel
+  engine = Engine(opened.config, None, partitioning.make_mesh(devices=jax.devices()[:1]))
+  params = loading.place_params(opened, input_path, engine)
+  checkpoints.save(output, params)
   del params
-  orbax_io.write_model_gin(os.path.join(output, orbax_io.MODEL_GIN), opened.config,
+  checkpoints.write_model_gin(os.path.join(output, checkpoints.MODEL_GIN), opened.config,
                            header=f"Converted by restem_jax.convert from {input_path}.")
   hf = {k: v for k, v in opened.hf_config.items() if k != "quantization_config"}
-  with open(os.path.join(output, orbax_io.HF_CONFIG), "w", encoding="utf-8") as f:
+  with open(os.path.join(output, checkpoints.HF_CONFIG), "w", encoding="utf-8") as f:
     json.dump(hf, f, indent=2)
   summary: dict[str, Any] = {"input": input_path, "output": output, "kind": opened.kind,
                              "model_type": hf.get("model_type"),
@@ -78,10 +78,9 @@ def convert(input_path: str, output: str, *, param_dtype: str = "float32",
   return summary
 
 
-@gin.configurable
-def base_from_pretrained(path: str, *, source: str = gin.REQUIRED, **loop_context: Any) -> None:
+def base_from_pretrained(path: str, *, source: str, **loop_context: Any) -> None:
   """A `run.make_base` for real models: converts `source` (HF dir or GGUF) to the base at `path`."""
-  del loop_context  # The loop also passes its trainer and data; a conversion needs neither.
+  del loop_context  # The loop also passes its engine and data; a conversion needs neither.
   convert(source, path)
 
 
@@ -105,7 +104,7 @@ def transformers_model(input_path: str):
 def verify_against_transformers(input_path: str, converted: str, tokens=None) -> float:
   """Max abs logit difference between transformers(input) and restem_jax(converted)."""
   import torch  # pylint: disable=import-outside-toplevel
-  from restem_jax.loading import load_model  # pylint: disable=import-outside-toplevel
+  from restem_jax.checkpoint_io.loading import load_model  # pylint: disable=import-outside-toplevel
   ours = load_model(converted, mesh=partitioning.make_mesh(devices=jax.devices()[:1]),
                     tokenizer=False)
   if tokens is None:
@@ -124,7 +123,7 @@ def export_hf(checkpoint: Any, output: str, dtype: str | None = None,
   Produces config.json, model.safetensors (or shards + index) and the
   tokenizer files; transformers' `from_pretrained(output)` loads it.
   """
-  from restem_jax.loading import LoadedModel, load_model  # pylint: disable=import-outside-toplevel
+  from restem_jax.checkpoint_io.loading import LoadedModel, load_model  # pylint: disable=import-outside-toplevel
   model = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(
       os.fspath(checkpoint), mesh=partitioning.make_mesh(devices=jax.devices()[:1]),
       tokenizer=False)

@@ -42,8 +42,8 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
   """Parses gin or exits with gin's own message, before any work starts."""
   import gin
 
-  import restem_jax.tasks  # noqa: F401  (registers the task factories gin refers to)
-  from restem_jax import loop  # noqa: F401  (registers the configurables)
+  import restem_jax.tasks  # noqa: F401  (registers the seqio tasks)
+  from restem_jax import configurables  # noqa: F401  (the names gin files use)
 
   for path in search_paths:
     gin.add_config_file_search_path(path)
@@ -69,14 +69,14 @@ def main(argv: Sequence[str]) -> None:
 
   if DISTRIBUTED.value:
     jax.distributed.initialize()
-  from restem_jax import loop
+  from restem_jax import configurables
 
   os.makedirs(WORKDIR.value, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(WORKDIR.value, "config.gin"), "w") as f:
       f.write(gin.config_str())
   logging.info("devices: %s", jax.devices())
-  loop.run(WORKDIR.value)
+  configurables.run(WORKDIR.value)
 
 
 def run() -> None:

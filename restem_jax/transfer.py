@@ -17,7 +17,6 @@ Paper transfer pairs: trained on MATH -> GSM8K; trained on APPS -> HumanEval.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Sequence
@@ -37,57 +36,39 @@ def _define_flags() -> None:
   flags.DEFINE_string("split", "test", "Split to evaluate.")
 
 
-def evaluate_tasks(checkpoint: str, task_names: Sequence[str], workdir: str,
-                   data_dir: str | None = None, max_test: int | None = None,
+def evaluate_tasks(engine, checkpoint: str, task_names: Sequence[str], workdir: str,
+                   evaluation, data_dir: str | None = None, max_test: int | None = None,
                    split: str = "test") -> dict[str, Any]:
-  """Evaluates `checkpoint` on each task (gin supplies model, vocabulary and EvalConfig)."""
-  from restem_jax import files  # pylint: disable=import-outside-toplevel
+  """Evaluates `checkpoint` on each task through `engine` (its vocabulary is the tasks')."""
+  from restem_jax.checkpoint_io import files  # pylint: disable=import-outside-toplevel
+  from restem_jax.engine.sampler import SamplingConfig  # pylint: disable=import-outside-toplevel
+  from restem_jax.restem.evaluation import Evaluator  # pylint: disable=import-outside-toplevel
+  from restem_jax.restem.stages import stage  # pylint: disable=import-outside-toplevel
+  from restem_jax.tasks import base, benchmarks  # pylint: disable=import-outside-toplevel
 
-  from restem_jax import checkpoints, partitioning  # pylint: disable=import-outside-toplevel
-  from restem_jax.config import ModelConfig  # pylint: disable=import-outside-toplevel
-  from restem_jax.evaluation import EvalConfig, Evaluator  # pylint: disable=import-outside-toplevel
-  from restem_jax.generation import TextGenerator  # pylint: disable=import-outside-toplevel
-  from restem_jax.loop import RestemConfig  # pylint: disable=import-outside-toplevel
-  from restem_jax.model import Decoder  # pylint: disable=import-outside-toplevel
-  from restem_jax.params import abstract_params, param_shardings  # pylint: disable=import-outside-toplevel
-  from restem_jax.sampler import SamplingConfig  # pylint: disable=import-outside-toplevel
-  from restem_jax.tasks import base, benchmarks, common  # pylint: disable=import-outside-toplevel
+  params = engine.restore(checkpoint)
 
-  model, restem, evaluation = ModelConfig(), RestemConfig(), EvalConfig()
-  mesh_config = partitioning.MeshConfig()
-  mesh = partitioning.make_mesh(mesh_config)
-  decoder = Decoder(model)
-  params = checkpoints.restore(checkpoint, abstract_params(decoder),
-                               param_shardings(decoder, mesh, mesh_config.rules))
-  vocabulary = common.task_vocabulary()
-  summary: dict[str, Any] = {}
-  for name in task_names:
-    path = os.path.join(workdir, name, "metrics.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        summary[name] = json.load(f)
-      continue
+  def evaluate(name: str) -> dict[str, Any]:
     if name in benchmarks.FACTORIES:
-      kwargs = {"vocabulary": vocabulary}
+      kwargs = {"vocabulary": engine.vocabulary}
       if data_dir is not None:
         kwargs["data_dir"] = data_dir
       task = benchmarks.FACTORIES[name](**kwargs)
     else:
       task = base.get(name)  # Registered by an imported module or gin.
     problems = base.load_problems(name, split)[:max_test]
-    generator = TextGenerator(model, mesh, task.vocabulary, task.stop_strings,
-                              max_prompt_len=restem.max_prompt_len,
-                              max_batch=restem.sample_batch)
-    result = Evaluator(task, generator, evaluation).evaluate(
+    result = Evaluator(task, engine, evaluation).evaluate(
         params, test=problems, validation=[], train=[], train_sampling=SamplingConfig())
     for key in ("val_reward", "train_solve_rate"):  # No validation / train set here.
       result.pop(key, None)
-    result = {"task": name, "split": split, "checkpoint": checkpoint,
-              "num_problems": len(problems), **result}
-    files.write_json(path, result)
-    summary[name] = result
     print(f"{name}: test_pass@1={result['test_pass@1']:.4f} pass@k={result['pass@k']} "
           f"maj@k={result['maj@k']}", flush=True)
+    return {"task": name, "split": split, "checkpoint": checkpoint,
+            "num_problems": len(problems), **result}
+
+  summary = {name: stage(os.path.join(workdir, name, "metrics.json"),
+                         lambda name=name: evaluate(name))
+             for name in task_names}
   files.write_json(os.path.join(workdir, "transfer_summary.json"), summary)
   return summary
 
@@ -105,7 +86,10 @@ def main(argv) -> None:
     import jax  # pylint: disable=import-outside-toplevel
     jax.distributed.initialize()
   os.makedirs(cli.WORKDIR.value, exist_ok=True)
-  evaluate_tasks(f.checkpoint, f.tasks, cli.WORKDIR.value, f.data_dir, f.max_test, f.split)
+  from restem_jax import configurables  # pylint: disable=import-outside-toplevel
+  engine, evaluation = configurables.transfer_setup()
+  evaluate_tasks(engine, f.checkpoint, f.tasks, cli.WORKDIR.value, evaluation, f.data_dir,
+                 f.max_test, f.split)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 
-from restem_jax import load_model, partitioning
+from restem_jax import load_model
+from restem_jax.engine import partitioning
 
 
 def main(tmp: str) -> None:

@@ -9,12 +9,12 @@ import sys
 import jax
 import numpy as np
 
-from restem_jax import partitioning
-from restem_jax.config import ModelConfig
-from restem_jax.model import Decoder
-from restem_jax.params import place
-from restem_jax.sampler import Sampler, SamplingConfig
-from restem_jax.trainer import OptimizerConfig, Trainer, weighted_nll
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.model import Decoder
+from restem_jax.engine.params import place
+from restem_jax.engine.sampler import Sampler, SamplingConfig
+from restem_jax.engine.trainer import OptimizerConfig, Trainer, weighted_nll
 from tests.utils import random_prompts, tiny_params
 
 CONFIG = ModelConfig(vocab_size=128, embed_dim=64, num_layers=2, num_heads=8, num_kv_heads=2,
@@ -41,7 +41,7 @@ def main(data: int, fsdp: int, tensor: int, out: str) -> None:
   sharded = sum(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                 for x in jax.tree.leaves(grads))
   state, metrics = trainer.step(trainer.init_state(params), batch)
-  sampler = Sampler(CONFIG, mesh, eos_id=None, max_prompt_len=32, max_batch=8)
+  sampler = Sampler(CONFIG, mesh, max_prompt_len=32, max_batch=8)
   greedy = sampler.sample(params, random_prompts(8, 128, seed=2),
                           SamplingConfig(temperature=0.0, max_new_tokens=8))
   flat = {f"grad_{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))}

@@ -10,8 +10,9 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
-from restem_jax import convert, load_model, partitioning
-from restem_jax.checkpoint_io import gguf_io, hf_config, orbax_io, smollm2_gguf_path
+from restem_jax import convert, load_model
+from restem_jax.engine import partitioning
+from restem_jax.checkpoint_io import gguf_io, hf_config, checkpoints, smollm2_gguf_path
 
 try:
   GGUF = smollm2_gguf_path()
@@ -51,7 +52,7 @@ class SmolLM2Test(absltest.TestCase):
     # The shipped model gin file describes exactly this checkpoint.
     gin_file = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                             "gin_configs", "models", "smollm2_135m.gin")
-    self.assertEqual(orbax_io.read_model_gin(gin_file), cfg)
+    self.assertEqual(checkpoints.read_model_gin(gin_file), cfg)
 
   def test_logits_and_greedy_generation_match_transformers(self):
     import torch  # pylint: disable=import-outside-toplevel

@@ -13,9 +13,10 @@ import jax
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from restem_jax import convert, load_model, partitioning
-from restem_jax.checkpoint_io import hf_config, orbax_io
-from restem_jax.config import ModelConfig
+from restem_jax import convert, load_model
+from restem_jax.engine import partitioning
+from restem_jax.checkpoint_io import hf_config, checkpoints
+from restem_jax.engine.config import ModelConfig
 from tests.hf_checkpoints import FAMILIES, make_checkpoint, torch_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ class ConvertParityTest(parameterized.TestCase):
     self.assertLess(np.abs(model.logits(TOKENS) - torch_logits(reference, TOKENS)).max(), 1e-4)
 
   def test_base_from_pretrained_writes_the_loops_base_checkpoint(self):
-    from restem_jax import checkpoints  # pylint: disable=import-outside-toplevel
+    from restem_jax.checkpoint_io import checkpoints  # pylint: disable=import-outside-toplevel
     hf_dir, base = os.path.join(self.tmp, "hf_for_base"), os.path.join(self.tmp, "run", "base")
     make_checkpoint("qwen2", hf_dir, seed=7)
     self.assertFalse(checkpoints.exists(base))
@@ -92,16 +93,17 @@ class ConvertParityTest(parameterized.TestCase):
 
   def test_model_gin_is_valid_gin_and_round_trips(self):
     import gin  # pylint: disable=import-outside-toplevel
+    from restem_jax.configurables import build  # pylint: disable=import-outside-toplevel
     hf_dir, out = os.path.join(self.tmp, "hf_gin"), os.path.join(self.tmp, "rj_gin")
     make_checkpoint("llama3", hf_dir)
     convert.convert(hf_dir, out)
-    cfg = orbax_io.read_model_gin(os.path.join(out, "model.gin"))
+    cfg = checkpoints.read_model_gin(os.path.join(out, "model.gin"))
     self.assertEqual(cfg, hf_config.model_config_from_hf(
         hf_config.read_config_json(hf_dir)))
     self.assertEqual(dict(cfg.rope_scaling)["rope_type"], "llama3")
     try:
       gin.parse_config_file(os.path.join(out, "model.gin"))
-      self.assertEqual(ModelConfig(), cfg)
+      self.assertEqual(build(ModelConfig), cfg)
     finally:
       gin.clear_config()
 

@@ -10,20 +10,21 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
-from restem_jax import checkpoints, loop, m_step
-from restem_jax.config import ModelConfig
-from restem_jax.model import Decoder
-from restem_jax.params import abstract_params
+from restem_jax.checkpoint_io import checkpoints
+from restem_jax.restem import m_step
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.engine import Engine
 
 MICRO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "micro.gin")
 
 
 def run_micro(workdir, *bindings):
-  import restem_jax.tasks  # noqa: F401
+  from restem_jax import configurables  # pylint: disable=import-outside-toplevel
   gin.clear_config()
   gin.parse_config_files_and_bindings([MICRO], list(bindings))
   try:
-    return loop.run(workdir)
+    return configurables.run(workdir)
   finally:
     gin.clear_config()
 
@@ -40,22 +41,17 @@ class LoopTest(absltest.TestCase):
     self.starts = []
     original = m_step.run_m_step
 
-    def spy(trainer, start_params, *args, **kwargs):
+    def spy(engine, trainer, start_params, *args, **kwargs):
       self.starts.append(jax.tree.map(np.asarray, start_params))
-      return original(trainer, start_params, *args, **kwargs)
+      return original(engine, trainer, start_params, *args, **kwargs)
 
     m_step.run_m_step = spy
     self.addCleanup(setattr, m_step, "run_m_step", original)
 
   def restore(self, workdir, name):
-    with gin.unlock_config():
-      cfg = ModelConfig(vocab_size=264, embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                        head_dim=16, mlp_dim=64)
-    from restem_jax import partitioning
-    from restem_jax.params import param_shardings
-    mesh = partitioning.make_mesh()
-    return checkpoints.restore(os.path.join(workdir, name), abstract_params(Decoder(cfg)),
-                               param_shardings(Decoder(cfg), mesh, partitioning.DEFAULT_RULES))
+    cfg = ModelConfig(vocab_size=264, embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                      head_dim=16, mlp_dim=64)
+    return Engine(cfg, None, partitioning.make_mesh()).restore(os.path.join(workdir, name))
 
   def test_full_loop_resets_to_base_and_caps(self):
     workdir = tempfile.mkdtemp()

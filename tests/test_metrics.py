@@ -4,9 +4,9 @@ import math
 
 from absl.testing import absltest
 
-from restem_jax.e_step import Sample
-from restem_jax.filtering import filter_samples
-from restem_jax.metrics import majority_vote, pass_at_k
+from restem_jax.restem.e_step import Sample
+from restem_jax.restem.filtering import filter_samples
+from restem_jax.restem.metrics import majority_vote, pass_at_k
 
 
 def sample(problem, completion, reward, index=0):

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from restem_jax import params as P
-from restem_jax import partitioning
-from restem_jax.config import ConfigError, ModelConfig
-from restem_jax.model import KV, Decoder, causal_mask, forward
+from restem_jax.engine import params as P
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ConfigError, ModelConfig
+from restem_jax.engine.model import KV, Decoder, causal_mask, forward
 from tests.utils import TINY, tiny_params
 
 VARIANTS = {

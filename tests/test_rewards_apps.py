@@ -6,7 +6,7 @@ from absl.testing import absltest
 
 from restem_jax import rewards
 from restem_jax.rewards import apps
-from restem_jax.rewards.tasks import TaskOptions
+from restem_jax.rewards.scoring import TaskOptions
 
 _STDIO = {
     "problem_id": 4000, "question": "Sum two ints per line.",

@@ -8,7 +8,7 @@ from absl.testing import absltest
 
 from restem_jax import rewards
 from restem_jax.rewards import math_answers as m
-from restem_jax.rewards.tasks import TaskOptions
+from restem_jax.rewards.scoring import TaskOptions
 
 _PAIRS = os.path.join(os.path.dirname(m.__file__), "data", "answer_pairs.jsonl")
 

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from restem_jax import partitioning
-from restem_jax.config import ConfigError
-from restem_jax.model import Decoder, forward
-from restem_jax.sampler import Sampler, SamplingConfig
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ConfigError
+from restem_jax.engine.model import Decoder, forward
+from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
 from tests.utils import TINY, random_prompts, tiny_params
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=10)
@@ -16,7 +16,6 @@ GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=10)
 
 def make_sampler(**kwargs):
   mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-  kwargs.setdefault("eos_id", None)
   kwargs.setdefault("max_prompt_len", 32)
   kwargs.setdefault("max_batch", 8)
   return Sampler(TINY, mesh, **kwargs)
@@ -48,13 +47,15 @@ class SamplerTest(absltest.TestCase):
     # The greedy continuations differ between prompts: the model does not degenerate.
     self.assertGreater(len({tuple(t) for t in out.tokens[:, 0].tolist()}), 1)
 
-  def test_stops_on_eos_and_stop_sequences(self):
-    free = make_sampler().sample(self.params, self.prompts[:1], GREEDY).tokens[0, 0].tolist()
-    eos = free[4]
-    out = make_sampler(eos_id=eos).sample(self.params, self.prompts[:1], GREEDY)
-    self.assertEqual(out.lengths[0, 0], free.index(eos))
+  def test_stops_on_every_eos_id_and_stop_sequences(self):
+    sampler = make_sampler()
+    free = sampler.sample(self.params, self.prompts[:1], GREEDY).tokens[0, 0].tolist()
+    for eos_ids in ((free[4],), (free[6], free[4]), (free[4], free[6])):
+      out = sampler.sample(self.params, self.prompts[:1], GREEDY, stopping=Stopping.of(eos_ids))
+      self.assertEqual(out.lengths[0, 0], min(free.index(e) for e in eos_ids), eos_ids)
     stop = tuple(free[5:7])
-    out = make_sampler(stop_sequences=[stop]).sample(self.params, self.prompts[:1], GREEDY)
+    out = sampler.sample(self.params, self.prompts[:1], GREEDY,
+                         stopping=Stopping.of(sequences=[stop]))
     first = next(i for i in range(len(free) - 1) if tuple(free[i:i + 2]) == stop)
     self.assertEqual(out.lengths[0, 0], first)
     self.assertEqual(out.tokens[0, 0, :first].tolist(), free[:first])
@@ -90,17 +91,16 @@ class SamplerTest(absltest.TestCase):
 
   def test_compiles_once_per_bucket(self):
     sampler = make_sampler(max_prompt_len=64, min_prompt_bucket=16, max_batch=4)
-    rng = np.random.default_rng(0)
-    shapes = set()
-    for _ in range(12):
-      batch = int(rng.integers(1, 5))
-      prompts = random_prompts(batch, TINY.vocab_size, low=2, high=40, seed=int(rng.integers(1e6)))
-      sampler.sample(self.params, prompts, SamplingConfig(temperature=0.0, max_new_tokens=3))
-      longest = max(map(len, prompts))
-      shapes.add((next(b for b in (1, 2, 4) if b >= batch),
-                  next(b for b in (16, 32, 64) if b >= longest)))
-    self.assertEqual(sampler.num_compilations, len(shapes))
-    self.assertLess(len(shapes), 12)
+    config = SamplingConfig(temperature=0.0, max_new_tokens=3)
+    # 12 batches of 12 different (size, longest prompt) pairs fall in 2 x 2 buckets.
+    sizes = [(batch, longest) for batch in (2, 3) for longest in (17, 20, 25, 30, 33, 40)]
+    for batch, longest in sizes + sizes:  # The second pass must compile nothing.
+      prompts = random_prompts(batch, TINY.vocab_size, low=2, high=longest, seed=longest)
+      prompts[0] = list(range(1, longest + 1))
+      sampler.sample(self.params, prompts, config)
+    self.assertEqual(sampler.num_compilations, 4)
+    sampler.sample(self.params, [[1, 2]], config)  # A new bucket (1, 16) compiles once more.
+    self.assertEqual(sampler.num_compilations, 5)
 
   def test_large_batches_are_split_into_chunks(self):
     sampler = make_sampler(max_batch=2)
@@ -108,19 +108,20 @@ class SamplerTest(absltest.TestCase):
     ref = make_sampler(max_batch=8).sample(self.params, self.prompts, GREEDY)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
 
-  def test_text_generator_progress_bar_changes_no_sample(self):
+  def test_engine_progress_bar_changes_no_sample(self):
     import contextlib, io, seqio  # pylint: disable=import-outside-toplevel,multiple-imports
-    from restem_jax.generation import TextGenerator  # pylint: disable=import-outside-toplevel
+    from restem_jax.engine.engine import Engine  # pylint: disable=import-outside-toplevel
     vocab = seqio.ByteVocabulary()  # 259 ids; TINY's 128 cover printable ASCII.
-    generator = TextGenerator(TINY, partitioning.make_mesh(devices=jax.devices()[:1]), vocab,
-                              ("\n",), max_prompt_len=32, max_batch=2)
+    engine = Engine(TINY, vocab, partitioning.make_mesh(devices=jax.devices()[:1]),
+                    max_prompt_len=32, sample_batch=2)
     prompts = [f"{i} + {i} =" for i in range(5)]
     config = SamplingConfig(num_samples=3, temperature=1.0, max_new_tokens=6)
-    quiet = generator.generate(self.params, prompts, config, seed=3, prompt_ids=range(5))
+    quiet = engine.generate(self.params, prompts, config, seed=3, prompt_ids=range(5),
+                            stop_strings=("\n",))
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-      shown = generator.generate(self.params, prompts, config, seed=3, prompt_ids=range(5),
-                                 desc="eval: test")
+      shown = engine.generate(self.params, prompts, config, seed=3, prompt_ids=range(5),
+                              stop_strings=("\n",), desc="eval: test")
     self.assertEqual(shown, quiet)
     self.assertIn("eval: test", err.getvalue())
     self.assertIn("0/5 ", err.getvalue())  # A bar over the 5 prompts.

@@ -50,8 +50,8 @@ class MeshErrorTest(absltest.TestCase):
 
   def test_mesh_that_does_not_match_the_devices(self):
     import jax
-    from restem_jax import partitioning
-    from restem_jax.config import ConfigError
+    from restem_jax.engine import partitioning
+    from restem_jax.engine.config import ConfigError
     n = len(jax.devices())
     with self.assertRaisesRegex(ConfigError, rf"= {2 * n} devices, but {n} are available"):
       partitioning.make_mesh(partitioning.MeshConfig(data=2 * n, fsdp=1, tensor=1))

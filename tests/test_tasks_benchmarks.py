@@ -161,7 +161,7 @@ class GinConfigsTest(absltest.TestCase):
     super().tearDown()
 
   def _parse(self, *files, bindings=()):
-    from restem_jax import loop  # noqa: F401  pylint: disable=import-outside-toplevel
+    from restem_jax import configurables  # noqa: F401  pylint: disable=import-outside-toplevel
     gin.clear_config()
     gin.add_config_file_search_path(ROOT)
     gin.parse_config_files_and_bindings(
@@ -169,13 +169,14 @@ class GinConfigsTest(absltest.TestCase):
         [f"DATA_DIR = '{LAYOUTS['folders']}'", *bindings])
 
   def test_paper_settings(self):
-    from restem_jax.evaluation import EvalConfig  # pylint: disable=import-outside-toplevel
-    from restem_jax.loop import RestemConfig  # pylint: disable=import-outside-toplevel
+    from restem_jax.configurables import build  # pylint: disable=import-outside-toplevel
+    from restem_jax.restem.evaluation import EvalConfig  # pylint: disable=import-outside-toplevel
+    from restem_jax.restem.loop import RestemConfig  # pylint: disable=import-outside-toplevel
     for files, task, settings in (
         (("math.gin",), "restem_math", dict(iterations=3, num_samples=32)),
         (("apps.gin",), "restem_apps", dict(iterations=2, num_samples=64))):
       self._parse("models/smollm2_135m.gin", *files)
-      restem, evaluation = RestemConfig(), EvalConfig()
+      restem, evaluation = build(RestemConfig), build(EvalConfig)
       for key, value in settings.items():
         self.assertEqual(getattr(restem, key), value)
       self.assertEqual((restem.temperature, restem.top_k, restem.max_per_problem),
@@ -185,25 +186,26 @@ class GinConfigsTest(absltest.TestCase):
       self.assertEqual(spec.name, task)
       self.assertNotEmpty(base.load_problems(task, "train"))
     self._parse("models/smollm2_135m.gin", "math.gin")
-    self.assertEqual(EvalConfig().maj_ks, (64,))
+    self.assertEqual(build(EvalConfig).maj_ks, (64,))
 
   def test_ablations_parse_on_top(self):
-    from restem_jax.loop import RestemConfig  # pylint: disable=import-outside-toplevel
+    from restem_jax.configurables import build  # pylint: disable=import-outside-toplevel
+    from restem_jax.restem.loop import RestemConfig  # pylint: disable=import-outside-toplevel
     ablations = sorted(os.listdir(os.path.join(ROOT, "gin_configs", "ablations")))
     self.assertContainsSubset(["more_samples.gin", "num_questions.gin", "human_sft.gin",
                                "continue_from_iterate.gin", "difficulty_bin.gin",
                                "distillation.gin"], ablations)
     for name in ablations:
       self._parse("models/smollm2_135m.gin", "math.gin", f"ablations/{name}")
-      RestemConfig()
+      build(RestemConfig)
     self._parse("models/smollm2_135m.gin", "math.gin", "ablations/more_samples.gin")
-    self.assertEqual((RestemConfig().iterations, RestemConfig().num_samples), (1, 96))
+    self.assertEqual((build(RestemConfig).iterations, build(RestemConfig).num_samples), (1, 96))
     self._parse("models/smollm2_135m.gin", "math.gin", "ablations/num_questions.gin",
                 bindings=["NUM_QUESTIONS = 3"])
     spec = gin.query_parameter("run.task").scoped_configurable_fn()
     self.assertLen(spec.load_split("train"), 3)
     self._parse("models/smollm2_135m.gin", "apps.gin", "ablations/human_sft.gin")
-    self.assertEqual((RestemConfig().iterations, RestemConfig().sft_control), (0, True))
+    self.assertEqual((build(RestemConfig).iterations, build(RestemConfig).sft_control), (0, True))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class ReadersTest(absltest.TestCase):
                            (readers.read_apps, "APPS/train/<id>/")):
         with self.assertRaisesRegex(readers.DatasetMissingError, expect) as cm:
           read(tmp, "train")
-        self.assertIn("restem_jax.data.prepare", str(cm.exception))
+        self.assertIn("restem_jax.tasks.prepare", str(cm.exception))
 
   def test_malformed_records_name_file_and_line(self):
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,64 +4,81 @@ import json
 import os
 import tempfile
 
-import gin
 import jax
+import numpy as np
+import seqio
 from absl.testing import absltest
 
-from restem_jax import checkpoints, partitioning, transfer  # noqa: F401
-from restem_jax.config import ModelConfig
-from restem_jax.model import Decoder
-from restem_jax.params import init_params
+from restem_jax import transfer
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.restem import metrics
+from restem_jax.restem.evaluation import EvalConfig
+from restem_jax.tasks import base
 
 FOLDERS = os.path.join(os.path.dirname(__file__), "fixtures", "folders")
-TINY = """
-ModelConfig.vocab_size = 264
-ModelConfig.embed_dim = 32
-ModelConfig.num_layers = 1
-ModelConfig.num_heads = 2
-ModelConfig.num_kv_heads = 1
-ModelConfig.head_dim = 16
-ModelConfig.mlp_dim = 64
-RestemConfig.max_prompt_len = 2048
-RestemConfig.sample_batch = 4
-EvalConfig.pass_k_samples = 2
-EvalConfig.pass_ks = (1, 2)
-EvalConfig.maj_ks = (2,)
-EvalConfig.max_new_tokens = 16  # >= the longest stop string in tokens (sampler limit)
-"""
+MODEL = ModelConfig(vocab_size=264, embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                    head_dim=16, mlp_dim=64)
+# max_new_tokens >= the longest stop string in tokens (a sampler limit).
+EVAL = EvalConfig(pass_k_samples=2, pass_ks=(1, 2), maj_ks=(2,), max_new_tokens=16)
+
+
+def _parity_task():
+  """A task a random model half solves (even-length answers), so metrics are not 0 or 1."""
+  problems = [base.Problem(id=str(i), prompt=f"{i} -> ", record={}) for i in range(8)]
+  return base.register(base.TaskSpec(
+      name="transfer_parity", load_split=lambda split: problems, splits=("test",),
+      reward=lambda record, completion: float(len(completion) % 2 == 0),
+      extract_answer=lambda completion: len(completion) % 2, stop_strings=("\n",),
+      vocabulary=seqio.ByteVocabulary()))
 
 
 class TransferTest(absltest.TestCase):
 
-  def tearDown(self):
-    gin.clear_config()
-    super().tearDown()
-
   def test_writes_loop_metrics_per_task_and_resumes(self):
-    from restem_jax import loop  # noqa: F401  pylint: disable=import-outside-toplevel
-    gin.parse_config(TINY)
-    model = ModelConfig()
-    mesh_config = partitioning.MeshConfig()
-    mesh = partitioning.make_mesh(mesh_config)
+    engine = Engine(MODEL, seqio.ByteVocabulary(), partitioning.make_mesh(),
+                    max_prompt_len=2048, sample_batch=4)
+    task = _parity_task()
     with tempfile.TemporaryDirectory() as tmp:
       ckpt = os.path.join(tmp, "ckpt")
-      checkpoints.save(ckpt, init_params(Decoder(model), jax.random.PRNGKey(0), mesh,
-                                         mesh_config.rules))
+      params = engine.init_params(0)
+      engine.save(ckpt, params)
       work = os.path.join(tmp, "transfer")
-      os.makedirs(work)
-      summary = transfer.evaluate_tasks(ckpt, ["restem_gsm8k", "restem_humaneval"], work,
-                                        data_dir=FOLDERS, max_test=2)
-      self.assertEqual(set(summary), {"restem_gsm8k", "restem_humaneval"})
-      for name in summary:
+      names = ["restem_gsm8k", "restem_humaneval", task.name]
+      summary = transfer.evaluate_tasks(engine, ckpt, names, work, EVAL, data_dir=FOLDERS,
+                                        max_test=2)
+      self.assertEqual(set(summary), set(names))
+      for name in names:
         with open(os.path.join(work, name, "metrics.json")) as f:
-          metrics = json.load(f)
-        self.assertEqual(metrics["num_problems"], 2)
-        self.assertEqual(set(metrics["pass@k"]), {"1", "2"})
-        self.assertEqual(set(metrics["maj@k"]), {"2"})
-        self.assertBetween(metrics["test_pass@1"], 0.0, 1.0)
+          self.assertEqual(json.load(f), summary[name])
+        self.assertEqual(set(summary[name]["pass@k"]), {"1", "2"})
+        self.assertEqual(set(summary[name]["maj@k"]), {"2"})
+      self.assertEqual(summary["restem_gsm8k"]["num_problems"], 2)
+
+      # The numbers are the checkpoint's: recomputed here from its greedy and sampled outputs.
+      problems = base.load_problems(task.name, "test")[:2]
+      prompts, ids = [p.prompt for p in problems], range(len(problems))
+      greedy = engine.generate(params, prompts, SamplingConfig(temperature=0.0,
+                               max_new_tokens=EVAL.max_new_tokens), EVAL.seed, ids,
+                               task.stop_strings)
+      sampled = engine.generate(params, prompts, SamplingConfig(
+          num_samples=2, temperature=1.0, top_k=0, top_p=0.95,
+          max_new_tokens=EVAL.max_new_tokens), EVAL.seed + 2, ids, task.stop_strings)
+      rewards = np.asarray([[task.reward({}, c.text) for c in row] for row in sampled])
+      result = summary[task.name]
+      self.assertBetween(rewards.mean(), 0.25, 0.75)  # Mixed, so equality below says something.
+      self.assertEqual(result["test_pass@1"],
+                       np.mean([task.reward({}, row[0].text) for row in greedy]))
+      self.assertAlmostEqual(result["pass@k"]["1"], rewards.mean())
+      self.assertAlmostEqual(result["pass@k"]["2"], np.mean(
+          [metrics.pass_at_k(2, int(c), 2) for c in rewards.sum(axis=1)]))
+
       with open(os.path.join(work, "restem_gsm8k", "metrics.json"), "w") as f:
         json.dump({"marker": 1}, f)
-      again = transfer.evaluate_tasks(ckpt, ["restem_gsm8k"], work, data_dir=FOLDERS)
+      again = transfer.evaluate_tasks(engine, ckpt, ["restem_gsm8k"], work, EVAL,
+                                      data_dir=FOLDERS)
       self.assertEqual(again["restem_gsm8k"], {"marker": 1})  # Finished tasks are skipped.
 
 

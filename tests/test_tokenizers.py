@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import absltest
 
-from restem_jax import vocabularies
+from restem_jax.checkpoint_io import vocabularies
 from restem_jax.checkpoint_io import smollm2_gguf_path
 
 try:

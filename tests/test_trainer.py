@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from restem_jax import partitioning
-from restem_jax.config import ConfigError
-from restem_jax.trainer import OptimizerConfig, Trainer, learning_rate_schedule, nll_of_logits
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ConfigError
+from restem_jax.engine.trainer import (OptimizerConfig, Trainer, learning_rate_schedule,
+                                       logprobs_of_logits, nll_of_logprobs)
 from tests.utils import TINY, tiny_params
 
 MESH = partitioning.make_mesh(devices=jax.devices()[:1])
@@ -49,7 +50,8 @@ class TrainerTest(parameterized.TestCase):
   def test_prompt_positions_get_no_gradient(self):
     batch = make_batch(rows=2)
     logits = jax.random.normal(jax.random.PRNGKey(0), (2, 12, TINY.vocab_size))
-    grads = jax.grad(lambda lg: nll_of_logits(lg, batch)[0])(logits)
+    grads = jax.grad(lambda lg: nll_of_logprobs(logprobs_of_logits(lg, batch["tokens"]),
+                                                batch)[0])(logits)
     # Logits at position t predict token t+1: positions 0..3 predict prompt tokens.
     self.assertTrue(np.all(np.asarray(grads[:, :4]) == 0))
     self.assertTrue(np.all(np.abs(np.asarray(grads[:, 4:11])).sum(-1) > 0))

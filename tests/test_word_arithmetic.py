@@ -91,13 +91,18 @@ class SmolLM2ExampleConfigTest(absltest.TestCase):
     super().tearDown()
 
   def test_gin_config_builds_chat_prompts_that_fit_its_lengths(self):
-    from restem_jax import finetune, loop  # noqa: F401  pylint: disable=import-outside-toplevel
-    from restem_jax.checkpoint_io import smollm2_gguf_path  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from restem_jax.checkpoint_io import smollm2_gguf_path
+    from restem_jax.configurables import build
+    from restem_jax.engine import partitioning
+    from restem_jax.engine.config import ModelConfig
+    from restem_jax.engine.engine import Engine
+    from restem_jax.restem import finetune, loop
     gin.clear_config()
     gin.add_config_file_search_path(ROOT)
     gin.parse_config_files_and_bindings(
         [os.path.join(ROOT, "gin_configs", "smollm2_135m_restem.gin")], [])
-    restem, tune = loop.RestemConfig(), finetune.FinetuneConfig()
+    restem, tune = build(loop.RestemConfig), build(finetune.FinetuneConfig)
     self.assertEqual((restem.temperature, restem.top_k, restem.reset_to_base), (0.7, 40, True))
     self.assertEqual(gin.query_parameter("base_from_pretrained.source").scoped_configurable_fn(),
                      smollm2_gguf_path())
@@ -109,11 +114,12 @@ class SmolLM2ExampleConfigTest(absltest.TestCase):
     prompt = data["test"][0].prompt
     self.assertTrue(prompt.startswith("<|im_start|>system\n" + word_arithmetic.SYSTEM))
     self.assertTrue(prompt.endswith("<|im_end|>\n<|im_start|>assistant\n"), prompt)
-    longest = max(len(vocab.encode(p.prompt)) for ps in data.values() for p in ps)
+    engine = Engine(build(ModelConfig), vocab, partitioning.make_mesh())
+    longest = max(len(engine.encode_prompt(p.prompt)) for ps in data.values() for p in ps)
     self.assertLessEqual(longest, restem.max_prompt_len)
     self.assertLessEqual(longest + restem.max_new_tokens + 1, tune.seq_len)
     labelled = data["labelled"]
-    examples = finetune.tokenize(vocab, [p.prompt for p in labelled],
+    examples = finetune.tokenize(engine, [p.prompt for p in labelled],
                                  [p.reference for p in labelled], tune.seq_len)
     self.assertLen(examples.tokens, len(labelled))  # None dropped as too long.
 

@@ -5,10 +5,10 @@ import functools
 import jax
 import numpy as np
 
-from restem_jax import params as P
-from restem_jax import partitioning
-from restem_jax.config import ModelConfig
-from restem_jax.model import Decoder
+from restem_jax.engine import params as P
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.model import Decoder
 
 TINY = ModelConfig(vocab_size=128, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=1,
                    head_dim=16, mlp_dim=128)

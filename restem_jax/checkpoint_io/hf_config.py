@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any
 
-from restem_jax.config import ModelConfig
+from restem_jax.engine.config import ModelConfig
 
 SUPPORTED_FAMILIES = ("llama", "qwen2", "gemma")
 

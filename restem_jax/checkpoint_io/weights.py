@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 import jax
 import numpy as np
 
-from restem_jax.config import ModelConfig
+from restem_jax.engine.config import ModelConfig
 
 _LAYER = "model.layers.{}."
 

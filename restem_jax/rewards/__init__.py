@@ -22,7 +22,7 @@ from restem_jax.rewards.batch import (RewardInputError, RewardPool,
 from restem_jax.rewards.math_answers import extract_answer
 from restem_jax.rewards.sandbox import (Sandbox, SandboxLimits,
                                         isolation_description)
-from restem_jax.rewards.tasks import TASKS, TaskOptions, check_task
+from restem_jax.rewards.scoring import TASKS, TaskOptions, check_task
 
 __all__ = [
     "TASKS", "Reward", "RewardInputError", "RewardPool", "Sandbox",

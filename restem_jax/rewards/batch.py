@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import tqdm
 
 from restem_jax.rewards import sandbox as sandbox_lib
-from restem_jax.rewards import tasks
+from restem_jax.rewards import scoring
 from restem_jax.rewards.framing import read_frame, write_frame
 
 _log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class _Worker:
       if batch.error is not None:  # the batch already failed on bad input
         batch.finish_item(index, None, None)
         continue
-      timeout = tasks.deadline(task, problem, self.pool.options)
+      timeout = scoring.deadline(task, problem, self.pool.options)
       reward, result = self._score((task, problem, completion), timeout)
       if reward is None:
         batch.finish_item(index, None, result)
@@ -141,7 +141,7 @@ class RewardPool:
   """Scores completions in worker processes; see `submit`."""
 
   def __init__(self, num_workers: int | None = None, *,
-               options: tasks.TaskOptions = tasks.TaskOptions(),
+               options: scoring.TaskOptions = scoring.TaskOptions(),
                limits: sandbox_lib.SandboxLimits = sandbox_lib.SandboxLimits(),
                use_bwrap: bool | None = None):
     self.num_workers = num_workers or len(os.sched_getaffinity(0))
@@ -161,7 +161,7 @@ class RewardPool:
              completions: Sequence[str], *, progress: bool = True
              ) -> concurrent.futures.Future:
     """Future of list[ScoredItem] in input order; returns at once."""
-    tasks.check_task(task)
+    scoring.check_task(task)
     if self._closed:
       raise RuntimeError("RewardPool is closed")
     if len(problems) != len(completions):

@@ -17,8 +17,8 @@ import json
 import sys
 from typing import Any, Iterator
 
-from restem_jax.metrics import pass_at_k
-from restem_jax.rewards import tasks
+from restem_jax.restem.metrics import pass_at_k
+from restem_jax.rewards import scoring
 from restem_jax.rewards.batch import RewardPool
 
 
@@ -73,9 +73,9 @@ def pass_at_ks(passed_by_problem: dict[str, list[bool]],
 
 def evaluate(task: str, problems_path: str, samples_path: str, ks: list[int],
              num_workers: int | None = None,
-             options: tasks.TaskOptions = tasks.TaskOptions(),
+             options: scoring.TaskOptions = scoring.TaskOptions(),
              progress: bool = True) -> dict[str, float]:
-  tasks.check_task(task)
+  scoring.check_task(task)
   problems = load_problems(problems_path)
   samples = []
   for lineno, sample in read_jsonl(samples_path):
@@ -105,7 +105,7 @@ def evaluate(task: str, problems_path: str, samples_path: str, ks: list[int],
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--task", required=True, choices=tasks.TASKS)
+  parser.add_argument("--task", required=True, choices=scoring.TASKS)
   parser.add_argument("--problems", required=True,
                       help="dataset file (.jsonl or .jsonl.gz)")
   parser.add_argument("--samples", required=True, help="samples .jsonl")
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(k) for k in args.k.split(",") if k.strip()]
   except ValueError:
     parser.error(f"--k must be comma-separated integers, got {args.k!r}")
-  options = tasks.TaskOptions()
+  options = scoring.TaskOptions()
   if args.timeout is not None:
-    options = tasks.TaskOptions(humaneval_timeout=args.timeout,
+    options = scoring.TaskOptions(humaneval_timeout=args.timeout,
                                 apps_timeout=args.timeout,
                                 math_timeout=args.timeout)
   try:

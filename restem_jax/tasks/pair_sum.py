@@ -35,7 +35,6 @@ import random
 import re
 from typing import Any, Hashable, Mapping
 
-import gin
 import seqio
 
 from restem_jax.tasks import base
@@ -134,7 +133,6 @@ def generate(seed: int, num_labelled: int, num_train: int, num_test: int,
   return splits
 
 
-@gin.configurable
 def make_demo_task(name: str = "demo_pair_sum", num_labelled: int = 1000,
                    num_train: int = 8192, num_test: int = 1024, num_numbers: int = 6,
                    low: int = LOW, high: int = HIGH, seed: int = 0) -> base.TaskSpec:

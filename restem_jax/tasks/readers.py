@@ -35,7 +35,7 @@ class MalformedRecordError(ValueError):
   """A record that cannot be used; the message names the file (and line)."""
 
 
-_PREPARE = "python -m restem_jax.data.prepare --dataset={name} --out={data_dir}"
+_PREPARE = "python -m restem_jax.tasks.prepare --dataset={name} --out={data_dir}"
 
 
 def _missing(name: str, data_dir: str, expected: str) -> DatasetMissingError:

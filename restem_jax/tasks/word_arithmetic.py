@@ -26,7 +26,6 @@ import functools
 import random
 from typing import Sequence
 
-import gin
 import seqio
 
 from restem_jax.tasks import base, common
@@ -109,7 +108,6 @@ def _problems(rows: Sequence[tuple[str, str, int, int]], split: str,
       for i, (question, op, a, b) in enumerate(rows)]
 
 
-@gin.configurable
 def make_word_arithmetic_task(vocabulary: seqio.Vocabulary | None = None,
                               num_labelled: int = 64, num_train: int = 512,
                               num_test: int = 256, low_a: int = 2, high_a: int = 20,

@@ -18,29 +18,24 @@ A rerun after a kill skips whatever exists and resumes the stage in flight.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
 from typing import Any, Callable
 
-import gin
 import jax
 import numpy as np
 
-from restem_jax import checkpoints, e_step, files, filtering, finetune, m_step, reporting
-from restem_jax import partitioning
-from restem_jax.config import ModelConfig
-from restem_jax.evaluation import EvalConfig, Evaluator
-from restem_jax.generation import TextGenerator
-from restem_jax.model import Decoder
-from restem_jax.params import abstract_params, init_params
-from restem_jax.sampler import SamplingConfig
+from restem_jax.checkpoint_io import checkpoints, files
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.engine.trainer import OptimizerConfig, Trainer
+from restem_jax.restem import e_step, filtering, finetune, m_step, reporting
+from restem_jax.restem.evaluation import EvalConfig, Evaluator
+from restem_jax.restem.stages import read_json, stage
 from restem_jax.tasks.base import Problem, TaskSpec, load_problems
-from restem_jax.trainer import OptimizerConfig, Trainer
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class RestemConfig:
   """Algorithm 1's knobs. Defaults are the paper's MATH run where it states them."""
@@ -67,90 +62,89 @@ class RestemConfig:
   kept_from: str | None = None
 
 
-@gin.configurable
-def run(workdir: str, task: TaskSpec = gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
-        base_checkpoint: str | None = None, restem: RestemConfig = RestemConfig(),
-        m_step_config: finetune.FinetuneConfig = finetune.FinetuneConfig(),
-        optimizer: OptimizerConfig = OptimizerConfig(), evaluation: EvalConfig = EvalConfig(),
-        mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
+        m_step_config: finetune.FinetuneConfig, optimizer: OptimizerConfig,
+        evaluation: EvalConfig, base_checkpoint: str | None = None,
         make_base: Callable[..., Any] | None = None) -> dict[str, Any]:
-  """Runs (or resumes) ReST^EM in `workdir` and returns the summary."""
+  """Runs (or resumes) ReST^EM in `workdir` and returns the summary.
+
+  `engine` is built once by the caller (its vocabulary is the task's); every
+  stage below samples, scores and trains through it.
+  """
   os.makedirs(workdir, exist_ok=True)
-  mesh = partitioning.make_mesh(mesh_config)
   problems = _splits(task, restem)
-  generator = TextGenerator(model, mesh, task.vocabulary, task.stop_strings,
-                            max_prompt_len=restem.max_prompt_len, max_batch=restem.sample_batch)
-  evaluator = Evaluator(task, generator, evaluation)
-  trainer = Trainer(model, optimizer, mesh, mesh_config.rules)
+  evaluator = Evaluator(task, engine, evaluation)
+  trainer = engine.trainer(optimizer)
   e_sampling = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
                               top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
   val_reward = lambda params: evaluator.greedy_pass_at_1(params, problems["validation"],
                                                          "validation reward")
   base_path = base_checkpoint or os.path.join(workdir, "base")
   if not checkpoints.exists(base_path) and make_base is not None:
-    make_base(base_path, trainer=trainer, vocabulary=task.vocabulary,
-              labelled=problems[restem.labelled_split], val_reward=val_reward,
-              workdir=os.path.join(workdir, "base_training"))
-  abstract = abstract_params(Decoder(model))
-  load = lambda path: checkpoints.restore(path, abstract, trainer.param_shardings)
-  base = load(base_path)
+    make_base(base_path, engine=engine, trainer=trainer, labelled=problems[restem.labelled_split],
+              val_reward=val_reward, workdir=os.path.join(workdir, "base_training"))
+  base = engine.restore(base_path)
 
   def evaluate(params: Any, iteration: int, extra: dict[str, Any]) -> dict[str, Any]:
-    path = os.path.join(workdir, f"iter_{iteration}", "metrics.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
-    result = {"iteration": iteration, **evaluator.evaluate(
-        params, test=problems["test"], validation=problems["validation"],
-        train=problems["train"], train_sampling=e_sampling), **extra}
-    files.write_json(path, result)
-    if jax.process_index() == 0:
-      reporting.write_tensorboard(os.path.join(workdir, "tensorboard"), iteration, result)
-    return result
+    def compute():
+      result = {"iteration": iteration, **evaluator.evaluate(
+          params, test=problems["test"], validation=problems["validation"],
+          train=problems["train"], train_sampling=e_sampling), **extra}
+      if jax.process_index() == 0:
+        reporting.write_tensorboard(os.path.join(workdir, "tensorboard"), iteration, result)
+      return result
+    return stage(os.path.join(workdir, f"iter_{iteration}", "metrics.json"), compute)
 
+  def sample_and_filter(policy: Any, i: int, it_dir: str) -> list[e_step.Sample]:
+    if i == 1 and restem.kept_from:  # Distillation: another model's kept set.
+      return e_step.read_samples(restem.kept_from)
+    samples = e_step.run_e_step(engine, task, policy, problems["train"], e_sampling,
+                                iteration=i, seed=restem.seed * 1000 + i,
+                                out_dir=os.path.join(it_dir, "samples"),
+                                shard_size=restem.shard_size)
+    return filtering.filter_samples(samples, restem.max_per_problem, restem.drop_duplicates)
+
+  def fine_tune(kept: list[e_step.Sample], i: int, it_dir: str) -> Any:
+    # ReST^EM restores the base checkpoint for every M-step, never the iterate.
+    start = engine.restore(base_path) if restem.reset_to_base else policy
+    if kept:
+      result = m_step.run_m_step(engine, trainer, start, kept, m_step_config, val_reward,
+                                 os.path.join(it_dir, "m_step"), i)
+    else:
+      logging.warning("iteration %d kept no samples; its model is the M-step's start.", i)
+      result = finetune.Result(start, 0, None, [])
+    # The record goes first: an existing checkpoint marks a finished M-step.
+    files.write_json(os.path.join(it_dir, "m_step.json"),
+                     {"best_step": result.best_step, "best_val_reward": result.best_score,
+                      "history": result.history})
+    return result.params
+
+  def save_iterate(path: str, params: Any) -> None:
+    engine.save(path, params)
+    _remove(os.path.join(os.path.dirname(path), "m_step"))
+
+  # Algorithm 1: evaluate the base; then, per iteration, E-step, filter, M-step, evaluate.
   history = [evaluate(base, 0, {"num_kept": 0})]
   policy = base
   for i in range(1, restem.iterations + 1):
     it_dir = os.path.join(workdir, f"iter_{i}")
-    ckpt = os.path.join(it_dir, "checkpoint")
-    if checkpoints.exists(ckpt):
-      kept = e_step.read_samples(os.path.join(it_dir, "kept.jsonl"))
-    else:
-      if i == 1 and restem.kept_from:
-        kept = e_step.read_samples(restem.kept_from)
-      else:
-        samples = e_step.run_e_step(generator, task, policy, problems["train"], e_sampling,
-                                    iteration=i, seed=restem.seed * 1000 + i,
-                                    out_dir=os.path.join(it_dir, "samples"),
-                                    shard_size=restem.shard_size)
-        kept = filtering.filter_samples(samples, restem.max_per_problem, restem.drop_duplicates)
-      e_step.write_samples(os.path.join(it_dir, "kept.jsonl"), kept)
-      # ReST^EM restores the base checkpoint for every M-step, never the iterate.
-      start = load(base_path) if restem.reset_to_base else policy
-      if kept:
-        result = m_step.run_m_step(trainer, start, kept, task.vocabulary, m_step_config,
-                                   val_reward, os.path.join(it_dir, "m_step"), i)
-      else:
-        logging.warning("iteration %d kept no samples; its model is the M-step's start.", i)
-        result = finetune.Result(start, 0, None, [])
-      # The record goes first: an existing checkpoint marks a finished M-step.
-      files.write_json(os.path.join(it_dir, "m_step.json"),
-                  {"best_step": result.best_step, "best_val_reward": result.best_score,
-                   "history": result.history})
-      checkpoints.save(ckpt, result.params)
-      _remove(os.path.join(it_dir, "m_step"))
-    policy = load(ckpt)
-    with open(os.path.join(it_dir, "m_step.json")) as f:
-      best_step = json.load(f)["best_step"]
-    extra = {"num_kept": len(kept), "kept_problems": len({s.problem_id for s in kept}),
-             "m_step_best_step": best_step}
-    history.append(evaluate(policy, i, extra))
+    kept = stage(os.path.join(it_dir, "kept.jsonl"), lambda: sample_and_filter(policy, i, it_dir),
+                 read=e_step.read_samples, write=e_step.write_samples)
+    policy = stage(os.path.join(it_dir, "checkpoint"), lambda: fine_tune(kept, i, it_dir),
+                   read=engine.restore, write=save_iterate, exists=checkpoints.exists)
+    best_step = read_json(os.path.join(it_dir, "m_step.json"))["best_step"]
+    history.append(evaluate(policy, i, {
+        "num_kept": len(kept), "kept_problems": len({s.problem_id for s in kept}),
+        "m_step_best_step": best_step}))
 
   best = max(history, key=lambda m: (m["val_reward"], -m["iteration"]))["iteration"]
   extra = {"task": task.name}
   if restem.sft_control:
-    extra["control"] = _sft_control(workdir, trainer, base, task, problems, restem,
-                                    m_step_config, val_reward, evaluator)
+    extra["control"] = stage(
+        os.path.join(workdir, "control", "metrics.json"),
+        lambda: _sft_control(workdir, engine, trainer, base, problems, restem, m_step_config,
+                             val_reward, evaluator))
+    _remove(os.path.join(workdir, "control", "train"))
   control = extra.get("control", {}).get("test_pass@1")
   summary = history
   if jax.process_index() == 0:
@@ -179,22 +173,17 @@ def _splits(task: TaskSpec, restem: RestemConfig) -> dict[str, list[Problem]]:
   return out
 
 
-def _sft_control(workdir, trainer, base, task, problems, restem, config, val_reward, evaluator):
+def _sft_control(workdir, engine, trainer, base, problems, restem, config, val_reward,
+                 evaluator) -> dict[str, Any]:
   """The base fine-tuned on labelled solutions with the M-step's step budget."""
-  path = os.path.join(workdir, "control", "metrics.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
   labelled = problems[restem.labelled_split]
-  examples = finetune.tokenize(task.vocabulary, [p.prompt for p in labelled],
+  examples = finetune.tokenize(engine, [p.prompt for p in labelled],
                                [p.reference for p in labelled], config.seq_len)
   result = finetune.finetune(trainer, base, examples, config, val_reward,
                              os.path.join(workdir, "control", "train"), desc="SFT control")
   metrics = {"test_pass@1": evaluator.greedy_pass_at_1(result.params, problems["test"]),
              "val_reward": result.best_score, "best_step": result.best_step,
              "max_steps": config.max_steps}
-  files.write_json(path, metrics)
-  _remove(os.path.join(workdir, "control", "train"))
   return metrics
 
 
@@ -203,9 +192,8 @@ def _remove(path: str) -> None:
     shutil.rmtree(path)
 
 
-@gin.configurable
-def make_base_by_sft(path: str, *, trainer: Trainer, vocabulary, labelled, val_reward, workdir,
-                     config: finetune.FinetuneConfig = finetune.FinetuneConfig(),
+def make_base_by_sft(path: str, *, engine: Engine, trainer: Trainer, labelled, val_reward,
+                     workdir: str, config: finetune.FinetuneConfig = finetune.FinetuneConfig(),
                      optimizer: OptimizerConfig | None = None, init_seed: int = 0) -> None:
   """A base model for demos: random init, then SFT on the task's labelled split.
 
@@ -214,11 +202,10 @@ def make_base_by_sft(path: str, *, trainer: Trainer, vocabulary, labelled, val_r
   logging.info("no base checkpoint at %s: training one on %d labelled problems", path,
                len(labelled))
   if optimizer is not None:
-    trainer = Trainer(trainer.model.cfg, optimizer, trainer.mesh, trainer.rules)
-  params = init_params(trainer.model, jax.random.PRNGKey(init_seed), trainer.mesh, trainer.rules)
-  examples = finetune.tokenize(vocabulary, [p.prompt for p in labelled],
+    trainer = engine.trainer(optimizer)
+  examples = finetune.tokenize(engine, [p.prompt for p in labelled],
                                [p.reference for p in labelled], config.seq_len)
-  result = finetune.finetune(trainer, params, examples, config, val_reward, workdir,
-                             desc="base model")
-  checkpoints.save(path, result.params)
+  result = finetune.finetune(trainer, engine.init_params(init_seed), examples, config,
+                             val_reward, workdir, desc="base model")
+  engine.save(path, result.params)
   _remove(workdir)

@@ -1,6 +1,6 @@
 r"""Fetches MATH, GSM8K, APPS and HumanEval and lays them out as the tasks read them.
 
-  python -m restem_jax.data.prepare --dataset=math,gsm8k,apps,humaneval --out=/data
+  python -m restem_jax.tasks.prepare --dataset=math,gsm8k,apps,humaneval --out=/data
 
 Needs internet access (run it where you have it, then copy DIR to the
 training machines, e.g. tpu_scripts/copy_data.sh). Layout written under DIR:

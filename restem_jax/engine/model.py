@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from restem_jax import partitioning
-from restem_jax.config import ModelConfig
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
 
 Array = jax.Array
 
@@ -239,6 +239,11 @@ class Decoder(nn.Module):
     return logits, kv
 
 
+def positions_of(valid: Array) -> Array:
+  """Position of every token among the valid ones (padding repeats its neighbour's)."""
+  return jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
+
+
 def causal_mask(valid: Array) -> Array:
   """[B, N, T] validity -> [B, N, T, T] mask: causal, and padded keys hidden."""
   t = valid.shape[-1]
@@ -251,8 +256,7 @@ def forward(model: Decoder, params, tokens: Array, valid: Array | None = None) -
   """Full forward pass without a cache: logits [B, T, vocab] of tokens [B, T]."""
   if valid is None:
     valid = jnp.ones(tokens.shape, bool)
-  positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
-  logits, _ = model.apply({"params": params}, tokens[:, None], positions[:, None],
+  logits, _ = model.apply({"params": params}, tokens[:, None], positions_of(valid)[:, None],
                           causal_mask(valid[:, None]))
   return logits[:, 0]
 

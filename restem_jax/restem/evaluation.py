@@ -5,16 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import gin
 import numpy as np
 
-from restem_jax import metrics
-from restem_jax.generation import TextGenerator
-from restem_jax.sampler import SamplingConfig
+from restem_jax.restem import metrics
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.tasks.base import Problem, TaskSpec
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Evaluation settings; the paper's pass@k protocol is T=1.0, top-p 0.95."""
@@ -40,16 +38,20 @@ class EvalConfig:
 class Evaluator:
   """Scores a policy on a task; every number is reproducible from EvalConfig.seed."""
 
-  def __init__(self, task: TaskSpec, generator: TextGenerator, config: EvalConfig):
-    self.task, self.generator, self.config = task, generator, config
+  def __init__(self, task: TaskSpec, engine: Engine, config: EvalConfig):
+    self.task, self.engine, self.config = task, engine, config
+
+  def _generate(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
+                seed: int, desc: str | None):
+    return self.engine.generate(params, [p.prompt for p in problems], sampling, seed,
+                                range(len(problems)), self.task.stop_strings, desc)
 
   def mean_reward(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
                   seed: int, desc: str | None = None) -> float:
     """Mean reward over every sample of every problem (greedy: one per problem)."""
     if not problems:
       return 0.0
-    completions = self.generator.generate(params, [p.prompt for p in problems], sampling, seed,
-                                          range(len(problems)), desc=desc)
+    completions = self._generate(params, problems, sampling, seed, desc)
     rewards = self.task.score([p.record for p, row in zip(problems, completions) for _ in row],
                               [c.text for row in completions for c in row])
     return float(np.mean(rewards))
@@ -75,9 +77,8 @@ class Evaluator:
     cfg = self.config
     sampling = SamplingConfig(num_samples=cfg.pass_k_samples, temperature=cfg.pass_temperature,
                               top_k=0, top_p=cfg.pass_top_p, max_new_tokens=cfg.max_new_tokens)
-    completions = self.generator.generate(params, [p.prompt for p in problems], sampling,
-                                          cfg.seed + 2, range(len(problems)),
-                                          desc=f"eval: test pass@{cfg.pass_k_samples}")
+    completions = self._generate(params, problems, sampling, cfg.seed + 2,
+                                 f"eval: test pass@{cfg.pass_k_samples}")
     texts = [[c.text for c in row] for row in completions]
     rewards = self.task.score([p.record for p, row in zip(problems, texts) for _ in row],
                               [t for row in texts for t in row])

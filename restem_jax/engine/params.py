@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from restem_jax import partitioning
-from restem_jax.model import Decoder
+from restem_jax.engine import partitioning
+from restem_jax.engine.model import Decoder
 
 Params = Any
 

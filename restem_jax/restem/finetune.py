@@ -15,17 +15,15 @@ import os
 import shutil
 from typing import Any, Callable, NamedTuple, Sequence
 
-import gin
 import jax
 import numpy as np
-import seqio
 from tqdm import tqdm
 
-from restem_jax import checkpoints, files
-from restem_jax.trainer import Batch, Trainer
+from restem_jax.checkpoint_io import checkpoints, files
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.trainer import Batch, Examples, Trainer
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
   """The paper states no batch size or step count; these are project defaults."""
@@ -42,38 +40,14 @@ class FinetuneConfig:
                        f"({self.max_steps}).")
 
 
-class Examples(NamedTuple):
-  """Tokenised examples as fixed-width arrays (one compiled train step)."""
-  tokens: np.ndarray
-  target_mask: np.ndarray
-  valid: np.ndarray
-  reward: np.ndarray
-
-
-def tokenize(vocabulary: seqio.Vocabulary, prompts: Sequence[str], targets: Sequence[str],
-             seq_len: int, rewards: Sequence[float] | None = None) -> Examples:
-  """prompt ids + target ids + EOS, right-padded; the loss sees target and EOS only."""
-  rewards = [1.0] * len(prompts) if rewards is None else list(rewards)
-  rows, dropped = [], 0
-  for prompt, target, reward in zip(prompts, targets, rewards):
-    p = list(vocabulary.encode(prompt))
-    t = list(vocabulary.encode(target)) + [vocabulary.eos_id]
-    if len(p) + len(t) > seq_len:
-      dropped += 1
-      continue
-    rows.append((p, t, reward))
+def tokenize(engine: Engine, prompts: Sequence[str], targets: Sequence[str], seq_len: int,
+             rewards: Sequence[float] | None = None) -> Examples:
+  """The engine's training rows (prompt the model's way, target + EOS), warning on drops."""
+  examples, dropped = engine.examples(prompts, targets, seq_len, rewards)
   if dropped:
     logging.warning("dropped %d of %d examples longer than seq_len=%d; raise "
                     "FinetuneConfig.seq_len to keep them.", dropped, len(prompts), seq_len)
-  n = len(rows)
-  out = Examples(np.full((n, seq_len), vocabulary.pad_id, np.int32), np.zeros((n, seq_len), np.float32),
-                 np.zeros((n, seq_len), bool), np.zeros(n, np.float32))
-  for i, (p, t, reward) in enumerate(rows):
-    out.tokens[i, :len(p) + len(t)] = p + t
-    out.target_mask[i, len(p):len(p) + len(t)] = 1
-    out.valid[i, :len(p) + len(t)] = True
-    out.reward[i] = reward
-  return out
+  return examples
 
 
 def batch_at(examples: Examples, step: int, batch_size: int, seed: int) -> Batch:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-import gin
-
 
 class ConfigError(ValueError):
   """A configuration that cannot work; the message names the field and the fix."""
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture of a decoder-only transformer.

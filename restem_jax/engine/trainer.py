@@ -10,22 +10,28 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from restem_jax import partitioning
-from restem_jax.config import ConfigError, ModelConfig
-from restem_jax.model import Decoder, causal_mask
-from restem_jax.params import abstract_params, param_shardings, place
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ConfigError, ModelConfig
+from restem_jax.engine.model import Decoder, causal_mask, positions_of
+from restem_jax.engine.params import abstract_params, param_shardings, place
 
 Batch = dict[str, Any]  # tokens [B,T] int32, target_mask [B,T], valid [B,T], reward [B]
 
 
-@gin.configurable
+class Examples(NamedTuple):
+  """Tokenised training rows as fixed-width arrays (one compiled train step)."""
+  tokens: np.ndarray
+  target_mask: np.ndarray
+  valid: np.ndarray
+  reward: np.ndarray
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """Optimizer and learning-rate schedule. The paper states none of these."""
@@ -84,22 +90,29 @@ class TrainState(NamedTuple):
   opt_state: Any
 
 
+def token_logprobs(model: Decoder, params: Any, tokens: jax.Array, valid: jax.Array) -> jax.Array:
+  """log p(tokens[:, t] | tokens[:, :t]) for t >= 1, [B, T-1]: the training forward pass."""
+  valid = valid.astype(bool)
+  logits, _ = model.apply({"params": params}, tokens[:, None], positions_of(valid)[:, None],
+                          causal_mask(valid[:, None]))
+  return logprobs_of_logits(logits[:, 0], tokens)
+
+
+def logprobs_of_logits(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """Log-probs [B, T-1] of tokens[:, 1:] under next-token logits [B, T, V]."""
+  logp = jax.nn.log_softmax(logits[:, :-1])
+  return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
 def weighted_nll(model: Decoder, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
   """(sum of reward * NLL over target tokens, sum of reward * target tokens)."""
-  tokens, valid = batch["tokens"], batch["valid"].astype(bool)
-  positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
-  logits, _ = model.apply({"params": params}, tokens[:, None], positions[:, None],
-                          causal_mask(valid[:, None]))
-  return nll_of_logits(logits[:, 0], batch)
+  return nll_of_logprobs(token_logprobs(model, params, batch["tokens"], batch["valid"]), batch)
 
 
-def nll_of_logits(logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
-  """Reward-weighted NLL sums of next-token logits [B, T, V]; prompt positions weigh 0."""
-  tokens = batch["tokens"]
-  logp = jax.nn.log_softmax(logits[:, :-1])
-  nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+def nll_of_logprobs(logprobs: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
+  """Reward-weighted NLL sums of per-token log-probs [B, T-1]; prompt positions weigh 0."""
   weight = batch["target_mask"][:, 1:] * batch["valid"][:, 1:] * batch["reward"][:, None]
-  return jnp.sum(nll * weight), jnp.sum(weight)
+  return jnp.sum(-logprobs * weight), jnp.sum(weight)
 
 
 class Trainer:

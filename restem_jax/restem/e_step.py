@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import jax
 from tqdm import tqdm
 
-from restem_jax.generation import TextGenerator
-from restem_jax.sampler import SamplingConfig
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.restem.stages import stage
 from restem_jax.tasks.base import Problem, TaskSpec
 
 
@@ -35,37 +36,30 @@ class Sample:
     return json.dumps(dataclasses.asdict(self))
 
 
-def run_e_step(generator: TextGenerator, task: TaskSpec, params: Any,
-               problems: Sequence[Problem], sampling: SamplingConfig, *, iteration: int,
-               seed: int, out_dir: str, shard_size: int) -> list[Sample]:
+def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[Problem],
+               sampling: SamplingConfig, *, iteration: int, seed: int, out_dir: str,
+               shard_size: int) -> list[Sample]:
   """Samples and scores every problem; returns all samples in problem order."""
   os.makedirs(out_dir, exist_ok=True)
-  num_shards = -(-len(problems) // shard_size)
   samples: list[Sample] = []
-  kept = 0
   bar = tqdm(total=len(problems), desc=f"E-step {iteration}", unit="problem",
              disable=jax.process_index() != 0)
-  for shard in range(num_shards):
-    path = os.path.join(out_dir, f"shard_{shard:05d}.jsonl")
-    start = shard * shard_size
+  for start in range(0, len(problems), shard_size):
     chunk = problems[start:start + shard_size]
-    if os.path.exists(path):
-      shard_samples = read_samples(path)
-    else:
-      shard_samples = _sample_shard(generator, task, params, chunk, range(start, start + len(chunk)),
-                                    sampling, iteration, seed)
-      write_samples(path, shard_samples)
-    samples.extend(shard_samples)
-    kept += sum(s.reward > 0 for s in shard_samples)
+    samples.extend(stage(
+        os.path.join(out_dir, f"shard_{start // shard_size:05d}.jsonl"),
+        lambda: _sample_shard(engine, task, params, chunk, range(start, start + len(chunk)),
+                              sampling, iteration, seed),
+        read=read_samples, write=write_samples))
     bar.update(len(chunk))
-    bar.set_postfix(correct=kept)
+    bar.set_postfix(correct=sum(s.reward > 0 for s in samples))
   bar.close()
   return samples
 
 
-def _sample_shard(generator, task, params, problems, indices, sampling, iteration, seed):
-  completions = generator.generate(params, [p.prompt for p in problems], sampling, seed,
-                                   prompt_ids=list(indices))
+def _sample_shard(engine, task, params, problems, indices, sampling, iteration, seed):
+  completions = engine.generate(params, [p.prompt for p in problems], sampling, seed,
+                                prompt_ids=list(indices), stop_strings=task.stop_strings)
   flat = [(p, i, c) for p, row in zip(problems, completions) for i, c in enumerate(row)]
   rewards = task.score([p.record for p, _, _ in flat], [c.text for _, _, c in flat])
   return [Sample(problem_id=p.id, prompt=p.prompt, completion=c.text, reward=float(r),
@@ -82,6 +76,7 @@ def write_samples(path: str, samples: Sequence[Sample]) -> None:
   """Writes samples as one JSONL file, atomically (process 0 only)."""
   if jax.process_index() != 0:
     return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path + ".tmp", "w") as f:
     f.writelines(s.to_json() + "\n" for s in samples)
   os.replace(path + ".tmp", path)

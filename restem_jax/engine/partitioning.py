@@ -16,12 +16,11 @@ import math
 from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
-import gin
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from restem_jax.config import ConfigError
+from restem_jax.engine.config import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -48,7 +47,6 @@ DEFAULT_RULES: Rules = (
 )
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
   """Mesh shape over (data, fsdp, tensor); one entry may be -1 (the rest)."""

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from restem_jax import params as P
-from restem_jax import partitioning
+from restem_jax.checkpoint_io import checkpoints, weights
 from restem_jax.checkpoint_io import hf_config as hfc
-from restem_jax.checkpoint_io import orbax_io, weights
-from restem_jax.config import ModelConfig
-from restem_jax.model import Decoder, forward
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.model import forward
+from restem_jax.engine.sampler import SamplingConfig
 
 
 @dataclasses.dataclass
@@ -35,12 +36,12 @@ class Opened:
 
 def open_checkpoint(path: str, param_dtype: str = "float32", dtype: str | None = None) -> Opened:
   """Reads a checkpoint's config and opens its tensors without loading them."""
-  if orbax_io.is_converted(path):
-    cfg = orbax_io.read_model_gin(os.path.join(path, orbax_io.MODEL_GIN))
+  if checkpoints.is_converted(path):
+    cfg = checkpoints.read_model_gin(os.path.join(path, checkpoints.MODEL_GIN))
     if dtype is not None:
       cfg = dataclasses.replace(cfg, dtype=dtype)
     hf = {}
-    hf_path = os.path.join(path, orbax_io.HF_CONFIG)
+    hf_path = os.path.join(path, checkpoints.HF_CONFIG)
     if os.path.exists(hf_path):
       hf = _json(hf_path)
     return Opened("converted", cfg, hf, None)
@@ -66,29 +67,33 @@ def _json(path: str) -> dict:
     return json.load(f)
 
 
-def place_params(opened: Opened, path: str, mesh: Mesh, rules: partitioning.Rules) -> Any:
-  """Params on the mesh, every shard read directly into its device."""
-  model = Decoder(opened.config)
-  abstract = P.abstract_params(model)
-  shardings = P.param_shardings(model, mesh, rules)
+def place_params(opened: Opened, path: str, engine: Engine) -> Any:
+  """Params on the engine's mesh, every shard read directly into its device."""
   if opened.kind == "converted":
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(opened.config.param_dtype)), abstract)
-    return orbax_io.restore_params(path, abstract, shardings)
+        lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(opened.config.param_dtype)),
+        engine.abstract_params)
+    return checkpoints.restore(path, abstract, engine.param_shardings)
   weights.check_source(opened.source, opened.config, path)
-  return weights.params_from_source(opened.source, opened.config, abstract, shardings)
+  return weights.params_from_source(opened.source, opened.config, engine.abstract_params,
+                                    engine.param_shardings)
 
 
 class LoadedModel:
-  """A decoder with its params on a mesh and (when found) its tokenizer."""
+  """A checkpoint's parameters on an `Engine` (with its tokenizer, when found)."""
 
-  def __init__(self, config: ModelConfig, params: Any, mesh: Mesh,
-               rules: partitioning.Rules, vocab=None, hf_config: dict | None = None,
+  def __init__(self, engine: Engine, params: Any, hf_config: dict | None = None,
                path: str | None = None):
-    self.config, self.params, self.mesh, self.rules = config, params, mesh, rules
-    self.vocab, self.hf_config, self.path = vocab, hf_config or {}, path
-    self.model = Decoder(config)
-    self._samplers: dict[int, Any] = {}
+    self.engine, self.params = engine, params
+    self.hf_config, self.path = hf_config or {}, path
+
+  @property
+  def config(self) -> ModelConfig:
+    return self.engine.config
+
+  @property
+  def vocab(self):
+    return self.engine.vocabulary
 
   def logits(self, tokens, valid=None) -> np.ndarray:
     """int32 [batch, length] -> float32 logits [batch, length, vocab]."""
@@ -97,21 +102,7 @@ class LoadedModel:
       raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}.")
     if valid is not None:
       valid = jnp.asarray(np.asarray(valid, bool))
-    return np.asarray(forward(self.model, self.params, tokens, valid), np.float32)
-
-  def _sampler(self, longest: int, stop_at_eos: bool):
-    from restem_jax.sampler import Sampler  # pylint: disable=import-outside-toplevel
-    bucket = 32
-    while bucket < longest:
-      bucket *= 2
-    key = (bucket, stop_at_eos)
-    if key not in self._samplers:
-      eos_ids = list(getattr(self.vocab, "eos_ids", ())) if stop_at_eos else []
-      self._samplers[key] = Sampler(
-          self.config, self.mesh, self.rules, eos_id=eos_ids[0] if eos_ids else None,
-          pad_id=0, stop_sequences=[[i] for i in eos_ids[1:]], max_prompt_len=bucket,
-          max_batch=8)
-    return self._samplers[key]
+    return np.asarray(forward(self.engine.decoder, self.params, tokens, valid), np.float32)
 
   def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], max_new_tokens: int = 64,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
@@ -119,20 +110,17 @@ class LoadedModel:
     """Continues each prompt. Strings are tokenized with the model's tokenizer
     (BOS prepended iff the model expects it) and answers are decoded to
     strings; token-id lists give token-id lists. With num_samples > 1 each
-    prompt gets a list of continuations. temperature=0 is greedy.
+    prompt gets a list of continuations. temperature=0 is greedy; generation
+    stops at every EOS id of the model unless stop_at_eos=False.
     """
-    from restem_jax.sampler import SamplingConfig  # pylint: disable=import-outside-toplevel
     as_text = bool(prompts) and isinstance(prompts[0], str)
-    if as_text:
-      if self.vocab is None:
-        raise ValueError("this model has no tokenizer; pass token-id lists instead of strings.")
-      ids = [self.vocab.encode_prompt(p) for p in prompts]
-    else:
-      ids = [list(map(int, p)) for p in prompts]
+    engine = self.engine
+    ids = ([engine.encode_prompt(p) for p in prompts] if as_text
+           else [list(map(int, p)) for p in prompts])
     config = SamplingConfig(num_samples=num_samples, temperature=temperature, top_k=top_k,
                             top_p=top_p, max_new_tokens=max_new_tokens)
-    samples = self._sampler(max(len(p) for p in ids), stop_at_eos).sample(
-        self.params, ids, config, seed=seed)
+    samples = engine.sample(self.params, ids, config, seed=seed,
+                            stopping=engine.stopping(stop_at_eos=stop_at_eos))
     out = []
     for row_tokens, row_lengths in zip(samples.tokens, samples.lengths):
       row = [t[:n].tolist() for t, n in zip(row_tokens, row_lengths)]
@@ -145,21 +133,23 @@ class LoadedModel:
 def load_model(path: str, *, mesh: Mesh | None = None,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES,
                param_dtype: str = "float32", dtype: str | None = None,
-               tokenizer: bool = True) -> LoadedModel:
+               tokenizer: bool = True, max_prompt_len: int = 4096,
+               sample_batch: int = 8) -> LoadedModel:
   """Loads a converted checkpoint directory, a Hugging Face directory or a GGUF file.
 
   mesh defaults to all devices on the data axis (params replicated, or
-  sharded per `rules`); each device reads only its own shard.
+  sharded per `rules`); each device reads only its own shard. Prompts up to
+  `max_prompt_len` tokens can be continued (the cache is sized per prompt bucket).
   """
   path = os.fspath(path)
-  mesh = mesh or partitioning.make_mesh()
   opened = open_checkpoint(path, param_dtype, dtype)
-  params = place_params(opened, path, mesh, rules)
   vocab = None
   if tokenizer:
-    from restem_jax import vocabularies  # pylint: disable=import-outside-toplevel
+    from restem_jax.checkpoint_io import vocabularies  # pylint: disable=import-outside-toplevel
     try:
       vocab = vocabularies.vocabulary_for(path, opened.config.vocab_size)
     except (FileNotFoundError, ValueError):
       vocab = None
-  return LoadedModel(opened.config, params, mesh, rules, vocab, opened.hf_config, path)
+  engine = Engine(opened.config, vocab, mesh or partitioning.make_mesh(), rules,
+                  max_prompt_len=max_prompt_len, sample_batch=sample_batch)
+  return LoadedModel(engine, place_params(opened, path, engine), opened.hf_config, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Sequence
 
-from restem_jax.e_step import Sample
+from restem_jax.restem.e_step import Sample
 
 
 def filter_samples(samples: Sequence[Sample], max_per_problem: int,

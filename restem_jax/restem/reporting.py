@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # Headless: TPU VMs and CI have no display.
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboardX import SummaryWriter  # noqa: E402
 
-from restem_jax import files  # noqa: E402
+from restem_jax.checkpoint_io import files  # noqa: E402
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -9,21 +9,19 @@ continuations, which only keep their own generated keys.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from restem_jax import partitioning
-from restem_jax.config import ConfigError, ModelConfig
-from restem_jax.model import KV, Decoder, causal_mask
-from restem_jax.params import param_shardings
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ConfigError, ModelConfig
+from restem_jax.engine.model import KV, Decoder, causal_mask, positions_of
+from restem_jax.engine.params import param_shardings
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
   """How continuations are drawn. temperature=0 is greedy decoding."""
@@ -46,6 +44,23 @@ class SamplingConfig:
       raise ConfigError(f"SamplingConfig.max_new_tokens={self.max_new_tokens} must be >= 1.")
 
 
+@dataclasses.dataclass(frozen=True)
+class Stopping:
+  """What ends a sample: any token in `eos_ids`, or any token sequence in `sequences`.
+
+  A model may end a turn with several ids (Llama 3: <|end_of_text|> and
+  <|eot_id|>); stop sequences end a completion before the model starts the
+  next few-shot problem.
+  """
+  eos_ids: tuple[int, ...] = ()
+  sequences: tuple[tuple[int, ...], ...] = ()
+
+  @classmethod
+  def of(cls, eos_ids: Sequence[int] = (), sequences: Sequence[Sequence[int]] = ()) -> "Stopping":
+    return cls(tuple(int(i) for i in eos_ids),
+               tuple(tuple(int(t) for t in s) for s in sequences if len(s)))
+
+
 class Samples(NamedTuple):
   """Continuations for B prompts x N samples (host numpy arrays).
 
@@ -59,7 +74,7 @@ class Samples(NamedTuple):
   logprobs: np.ndarray
 
 
-def _buckets(minimum: int, maximum: int) -> tuple[int, ...]:
+def buckets(minimum: int, maximum: int) -> tuple[int, ...]:
   sizes, size = [], minimum
   while size < maximum:
     sizes.append(size)
@@ -67,8 +82,8 @@ def _buckets(minimum: int, maximum: int) -> tuple[int, ...]:
   return tuple(sizes) + (maximum,)
 
 
-def _pick(size: int, buckets: Sequence[int]) -> int:
-  return next(b for b in buckets if b >= size)
+def pick(size: int, sizes: Sequence[int]) -> int:
+  return next(b for b in sizes if b >= size)
 
 
 def _choose(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> jax.Array:
@@ -100,30 +115,29 @@ class Sampler:
   """Samples continuations of prompts from a `Decoder`, sharded over a mesh."""
 
   def __init__(self, model_config: ModelConfig, mesh: Mesh,
-               rules: partitioning.Rules = partitioning.DEFAULT_RULES, *,
-               eos_id: int | None, pad_id: int = 0,
-               stop_sequences: Sequence[Sequence[int]] = (),
-               max_prompt_len: int = 512, min_prompt_bucket: int = 32,
-               max_batch: int = 16):
+               rules: partitioning.Rules = partitioning.DEFAULT_RULES, *, pad_id: int = 0,
+               max_prompt_len: int = 512, min_prompt_bucket: int = 32, max_batch: int = 16):
     self.model = Decoder(model_config)
     self.mesh, self.rules = mesh, rules
-    self.eos_id, self.pad_id = eos_id, pad_id
-    self.stop_sequences = tuple(tuple(int(t) for t in s) for s in stop_sequences if len(s))
+    self.pad_id = pad_id
     self.max_prompt_len = max_prompt_len
-    self.prompt_buckets = _buckets(min(min_prompt_bucket, max_prompt_len), max_prompt_len)
+    self.prompt_buckets = buckets(min(min_prompt_bucket, max_prompt_len), max_prompt_len)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    self.batch_buckets = _buckets(data_parallel, max(max_batch, data_parallel))
+    self.batch_buckets = buckets(data_parallel, max(max_batch, data_parallel))
     self._param_shardings = param_shardings(self.model, mesh, rules)
-    self._compiled: dict[SamplingConfig, Any] = {}
+    self._compiled: dict[tuple[SamplingConfig, Stopping], Any] = {}
     self.num_compilations = 0
 
   def sample(self, params: Any, prompts: Sequence[Sequence[int]], config: SamplingConfig,
-             seed: int = 0, prompt_ids: Sequence[int] | None = None) -> Samples:
+             seed: int = 0, prompt_ids: Sequence[int] | None = None,
+             stopping: Stopping = Stopping(),
+             progress: Callable[[int], None] | None = None) -> Samples:
     """Samples `config.num_samples` continuations of every prompt.
 
     A prompt's randomness depends only on (seed, its prompt id, sample index),
     never on which other prompts share its batch; prompt_ids default to the
-    prompts' positions in this call.
+    prompts' positions in this call. Prompts go in batches of at most the
+    largest batch bucket; `progress(n)` is told after each batch of n prompts.
     """
     if prompt_ids is None:
       prompt_ids = range(len(prompts))
@@ -138,14 +152,21 @@ class Sampler:
             "or shorten the prompt (fewer few-shot exemplars)." if prompt else
             f"prompt {i} is empty; every prompt needs at least one token (e.g. BOS).")
     chunk = self.batch_buckets[-1]
-    parts = [self._sample_batch(params, prompts[s:s + chunk], prompt_ids[s:s + chunk],
-                                config, seed)
-             for s in range(0, len(prompts), chunk)]
+    parts = []
+    for start in range(0, len(prompts), chunk):
+      parts.append(self._sample_batch(params, prompts[start:start + chunk],
+                                      prompt_ids[start:start + chunk], config, stopping, seed))
+      if progress is not None:
+        progress(len(parts[-1].tokens))
+    if not parts:
+      shape = (0, config.num_samples, config.max_new_tokens)
+      return Samples(np.zeros(shape, np.int32), np.zeros(shape[:2], np.int32),
+                     np.zeros(shape, np.float32))
     return Samples(*(np.concatenate(field) for field in zip(*parts)))
 
-  def _sample_batch(self, params, prompts, prompt_ids, config, seed) -> Samples:
-    batch = _pick(len(prompts), self.batch_buckets)
-    length = _pick(max(len(p) for p in prompts), self.prompt_buckets)
+  def _sample_batch(self, params, prompts, prompt_ids, config, stopping, seed) -> Samples:
+    batch = pick(len(prompts), self.batch_buckets)
+    length = pick(max(len(p) for p in prompts), self.prompt_buckets)
     tokens = np.full((batch, length), self.pad_id, np.int32)
     valid = np.zeros((batch, length), bool)
     for row, prompt in enumerate(prompts):
@@ -157,32 +178,33 @@ class Sampler:
     keys[:len(prompts)] = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.asarray(prompt_ids, jnp.uint32)))
     active = np.arange(batch) < len(prompts)
-    out = self._function(config)(params, tokens, valid, keys, active)
+    out = self._function(config, stopping)(params, tokens, valid, keys, active)
     n = len(prompts)
     return Samples(*(np.asarray(x)[:n] for x in out))
 
-  def _function(self, config: SamplingConfig):
-    if config not in self._compiled:
+  def _function(self, config: SamplingConfig, stopping: Stopping):
+    if (config, stopping) not in self._compiled:
       batch = NamedSharding(self.mesh, partitioning.spec_for(
           (self.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
-      self._compiled[config] = jax.jit(
-          lambda *args: self._generate(config, *args),
+      self._compiled[config, stopping] = jax.jit(
+          lambda *args: self._generate(config, stopping, *args),
           in_shardings=(self._param_shardings, batch, batch, batch, batch),
           out_shardings=(batch, batch, batch))
-    return self._compiled[config]
+    return self._compiled[config, stopping]
 
-  def _generate(self, config: SamplingConfig, params, tokens, valid, keys, active):
+  def _generate(self, config: SamplingConfig, stopping: Stopping, params, tokens, valid, keys,
+                active):
     """Traced once per bucket shape: prefill, then the decode while_loop."""
     self.num_compilations += 1
     with partitioning.sharding_context(self.mesh, self.rules):
-      return self._decode(config, params, tokens, valid, keys, active)
+      return self._decode(config, stopping, params, tokens, valid, keys, active)
 
-  def _decode(self, config, params, tokens, valid, keys, active):
+  def _decode(self, config, stopping, params, tokens, valid, keys, active):
     b, n, g = tokens.shape[0], config.num_samples, config.max_new_tokens
     cfg = self.model.cfg
     apply = lambda *a, **k: self.model.apply({"params": params}, *a, **k)
-    positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
-    logits, prefix = apply(tokens[:, None], positions[:, None], causal_mask(valid[:, None]))
+    logits, prefix = apply(tokens[:, None], positions_of(valid)[:, None],
+                           causal_mask(valid[:, None]))
     prefix = KV(*(partitioning.constrain(a[:, :, 0], (None, "act_batch", "act_kv_heads", None, None))
                   for a in prefix))
     prompt_len = valid.sum(axis=-1)
@@ -209,9 +231,9 @@ class Sampler:
       out = s["out"].at[:, :, t].set(jnp.where(s["done"], self.pad_id, s["token"]))
       logprobs = s["logprobs"].at[:, :, t].set(jnp.where(s["done"], 0.0, s["logprob"]))
       stop_len = jnp.zeros((b, n), jnp.int32)
-      if self.eos_id is not None:
-        stop_len = jnp.where(s["token"] == self.eos_id, 1, stop_len)
-      for stop in (seq for seq in self.stop_sequences if len(seq) <= g):  # Longer never fit.
+      for eos in stopping.eos_ids:
+        stop_len = jnp.where(s["token"] == eos, 1, stop_len)
+      for stop in (seq for seq in stopping.sequences if len(seq) <= g):  # Longer never fit.
         stop_len = jnp.where((stop_len == 0) & _ends_with(out, t, stop), len(stop), stop_len)
       finished = ~s["done"] & (stop_len > 0)
       lengths = jnp.where(finished, t + 1 - stop_len, s["lengths"])

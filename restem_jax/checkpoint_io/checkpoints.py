@@ -1,0 +1,118 @@
+"""Orbax checkpoints, restored straight into shards, and the base checkpoint directory.
+
+A checkpoint directory holds `params/` (the Decoder's parameter tree, or a
+TrainState's fields) written by Orbax. Writes go to a temporary sibling and
+are renamed into place, so a `params/` that exists is complete: the loop
+relies on that to resume after a kill.
+
+The base checkpoint that `convert` writes adds files beside `params/`:
+
+    ORBAX_DIR/
+      params/            Orbax (StandardCheckpointer) save of the Decoder's params
+                         pytree: nested dicts exactly as `Decoder.init` makes them.
+      model.gin          `ModelConfig.*` bindings (gin syntax, one per line).
+      hf_config.json     the source config.json (used by export and --verify).
+      tokenizer.json / tokenizer.model / tokenizer_config.json / ...
+                         the tokenizer files, copied (or built from a GGUF vocab).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from restem_jax.engine.config import ModelConfig
+
+PARAMS_SUBDIR = "params"
+MODEL_GIN = "model.gin"
+HF_CONFIG = "hf_config.json"
+
+
+class CheckpointError(FileNotFoundError):
+  """A checkpoint that is missing or does not fit the model."""
+
+
+def exists(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, PARAMS_SUBDIR))
+
+
+def save(path: str, tree: Any) -> None:
+  """Writes `tree` to `path/params` atomically (all hosts call this together).
+
+  Other files in `path` (a converted model's model.gin and tokenizer) stay.
+  """
+  final = os.path.join(os.path.abspath(path), PARAMS_SUBDIR)
+  tmp = final + ".tmp"
+  if jax.process_index() == 0 and os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(tmp, tree)
+    checkpointer.wait_until_finished()
+  if jax.process_index() == 0:
+    if os.path.exists(final):
+      shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
+  """Reads `path/params` into arrays placed with `shardings` (each host reads its shards)."""
+  if not exists(path):
+    raise CheckpointError(
+        f"no checkpoint at {path!r} (expected an Orbax directory {path}/params). Point the "
+        "config at an existing checkpoint, convert one with `python -m restem_jax.convert`, "
+        "or let the run create its base model.")
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract_tree, shardings)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      return checkpointer.restore(os.path.join(os.path.abspath(path), PARAMS_SUBDIR), target)
+  except (ValueError, KeyError) as e:
+    raise CheckpointError(
+        f"checkpoint at {path!r} does not match the configured model: {e}. Check that "
+        "ModelConfig in gin matches the model the checkpoint was written for.") from e
+
+
+def model_gin_text(cfg: ModelConfig, header: str = "") -> str:
+  lines = [f"# {line}" for line in header.splitlines()]
+  for field in dataclasses.fields(ModelConfig):
+    lines.append(f"ModelConfig.{field.name} = {getattr(cfg, field.name)!r}")
+  return "\n".join(lines) + "\n"
+
+
+def write_model_gin(path: str, cfg: ModelConfig, header: str = "") -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(model_gin_text(cfg, header))
+
+
+def read_model_gin(path: str, **overrides: Any) -> ModelConfig:
+  """ModelConfig from a model.gin of `ModelConfig.name = literal` lines.
+
+  Parsed without gin's global registry, so reading a checkpoint never
+  disturbs the caller's gin configuration.
+  """
+  values: dict[str, Any] = {}
+  names = {f.name for f in dataclasses.fields(ModelConfig)}
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      line = line.split("#", 1)[0].strip()
+      if not line:
+        continue
+      target, _, literal = line.partition("=")
+      target = target.strip()
+      name = target.rsplit(".", 1)[-1]
+      if not target.endswith("ModelConfig." + name) or name not in names:
+        raise ValueError(f"{path}:{number}: expected `ModelConfig.<field> = <value>`, got {line!r}.")
+      values[name] = ast.literal_eval(literal.strip())
+  values.update(overrides)
+  return ModelConfig(**values)
+
+
+def is_converted(path: str) -> bool:
+  return os.path.isdir(path) and os.path.exists(os.path.join(path, MODEL_GIN)) and os.path.isdir(
+      os.path.join(path, PARAMS_SUBDIR))

@@ -1,1 +1,0 @@
-"""Dataset preparation: fetch and lay out the benchmarks the tasks read."""

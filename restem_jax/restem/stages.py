@@ -1,0 +1,32 @@
+"""Durable stages: a finished stage leaves a file, and a rerun reads it instead of recomputing.
+
+Every stage of the loop (an E-step shard, the kept set, an M-step's
+checkpoint, an evaluation) goes through `stage`, so resuming after a kill is
+one rule: what exists is finished, because every writer writes atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, TypeVar
+
+from restem_jax.checkpoint_io import files
+
+T = TypeVar("T")
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def stage(path: str, compute: Callable[[], T], *, read: Callable[[str], T] = read_json,
+          write: Callable[[str, T], None] = files.write_json,
+          exists: Callable[[str], bool] = os.path.exists) -> T:
+  """The value a finished stage left at `path`, else `compute()`, written there first."""
+  if exists(path):
+    return read(path)
+  value = compute()
+  write(path, value)
+  return value
