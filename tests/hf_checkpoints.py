@@ -50,3 +50,39 @@ def torch_logits(model, tokens) -> np.ndarray:
   import torch  # pylint: disable=import-outside-toplevel
   with torch.no_grad():
     return model(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
+
+
+# Character tokenizers in the Hugging Face layout, with each family's special tokens.
+SPECIALS = {"llama3": ["<unk>", "<s>", "</s>"], "gemma": ["<pad>", "<eos>", "<bos>", "<unk>"]}
+CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ \n+-=?.:,!"
+
+
+def write_tokenizer(family: str, directory: str, eos_ids=None) -> dict:
+  """Writes tokenizer.json / tokenizer_config.json (and generation_config.json with `eos_ids`).
+
+  Llama's tokenizer adds BOS through its post-processor (as Llama 3's does);
+  Gemma's says so with `add_bos_token`. Returns the special token ids.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  from tokenizers import Tokenizer, decoders, models, processors  # pylint: disable=import-outside-toplevel
+  specials = SPECIALS[family]
+  vocab = {token: i for i, token in enumerate(specials + list(CHARACTERS))}
+  unk = "<unk>"
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=unk))
+  tok.add_special_tokens(specials)
+  tok.decoder = decoders.Fuse()
+  bos, eos = ("<s>", "</s>") if family == "llama3" else ("<bos>", "<eos>")
+  config = {"bos_token": bos, "eos_token": eos, "unk_token": unk}
+  if family == "llama3":
+    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A",
+                                                       special_tokens=[(bos, vocab[bos])])
+  else:
+    config["add_bos_token"] = True
+  os.makedirs(directory, exist_ok=True)
+  tok.save(os.path.join(directory, "tokenizer.json"))
+  with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+    json.dump(config, f)
+  if eos_ids is not None:
+    with open(os.path.join(directory, "generation_config.json"), "w") as f:
+      json.dump({"eos_token_id": list(eos_ids)}, f)
+  return {"bos": vocab[bos], "eos": vocab[eos]}

@@ -1,5 +1,10 @@
 """Runs loss, gradients and greedy decoding on one mesh and saves them (for test_sharding).
 
+Everything goes through one `Engine`, with the default sharding rules or
+with other ones (`custom`), and the parameters make a round trip through an
+Orbax checkpoint: the restored shardings must be the ones the sampler's and
+the trainer's jits expect.
+
 Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8:
 JAX reads the flag once, before it initialises.
 """
@@ -11,28 +16,39 @@ import numpy as np
 
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.engine import Engine
 from restem_jax.engine.model import Decoder
-from restem_jax.engine.params import place
-from restem_jax.engine.sampler import Sampler, SamplingConfig
-from restem_jax.engine.trainer import OptimizerConfig, Trainer, weighted_nll
+from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.engine.trainer import OptimizerConfig, weighted_nll
 from tests.utils import random_prompts, tiny_params
 
 CONFIG = ModelConfig(vocab_size=128, embed_dim=64, num_layers=2, num_heads=8, num_kv_heads=2,
                      head_dim=16, mlp_dim=128, parallel_block=False)
+# Not the defaults: a user's choice of tensor-parallel embeddings and FSDP MLPs.
+RULES = {"default": partitioning.DEFAULT_RULES,
+         "custom": (("vocab", "fsdp"), ("embed", "tensor"), ("mlp", "fsdp"), ("heads", "fsdp"),
+                    ("act_batch", "data"), ("act_mlp", "fsdp"))}
 
 
-def main(data: int, fsdp: int, tensor: int, out: str) -> None:
+def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   devices = jax.devices()[:data * fsdp * tensor]
   mesh = partitioning.make_mesh(partitioning.MeshConfig(data, fsdp, tensor), devices)
-  trainer = Trainer(CONFIG, OptimizerConfig(name="adamw"), mesh)
-  params = place(tiny_params(CONFIG), trainer.param_shardings)
+  rules = RULES[rules_name]
+  engine = Engine(CONFIG, None, mesh, rules, max_prompt_len=32, sample_batch=8)
+  trainer = engine.trainer(OptimizerConfig(name="adamw"))
+  engine.save(out + ".ckpt", engine.place(tiny_params(CONFIG)))
+  params = engine.restore(out + ".ckpt")
+  agree = all(p.sharding == e == t == s for p, e, t, s in zip(
+      jax.tree.leaves(params), jax.tree.leaves(engine.param_shardings),
+      jax.tree.leaves(trainer.param_shardings),
+      jax.tree.leaves(engine.sampler._param_shardings)))  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   batch = {"tokens": rng.integers(1, 128, (8, 16)).astype(np.int32),
            "target_mask": np.tile((np.arange(16) >= 6).astype(np.float32), (8, 1)),
            "valid": np.ones((8, 16), bool), "reward": np.ones(8, np.float32)}
 
   def loss(p, b):
-    with partitioning.sharding_context(mesh, partitioning.DEFAULT_RULES):
+    with partitioning.sharding_context(mesh, rules):
       total, weight = weighted_nll(Decoder(CONFIG), p, b)
     return total / weight
 
@@ -41,13 +57,12 @@ def main(data: int, fsdp: int, tensor: int, out: str) -> None:
   sharded = sum(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                 for x in jax.tree.leaves(grads))
   state, metrics = trainer.step(trainer.init_state(params), batch)
-  sampler = Sampler(CONFIG, mesh, max_prompt_len=32, max_batch=8)
-  greedy = sampler.sample(params, random_prompts(8, 128, seed=2),
-                          SamplingConfig(temperature=0.0, max_new_tokens=8))
+  greedy = engine.sample(params, random_prompts(8, 128, seed=2),
+                         SamplingConfig(temperature=0.0, max_new_tokens=8))
   flat = {f"grad_{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))}
   np.savez(out, loss=trainer.loss(params, batch), step_loss=metrics["loss"],
-           tokens=greedy.tokens, sharded_params=sharded, **flat)
+           tokens=greedy.tokens, sharded_params=sharded, shardings_agree=agree, **flat)
 
 
 if __name__ == "__main__":
-  main(*map(int, sys.argv[1:4]), sys.argv[4])
+  main(*map(int, sys.argv[1:4]), *sys.argv[4:6])

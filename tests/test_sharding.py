@@ -1,4 +1,5 @@
-"""Meshes 1x8, 2x4, 8x1 (and FSDP) give one device's loss, gradients and greedy tokens."""
+"""Meshes 1x8, 2x4, 8x1 (and FSDP, and other rules) give one device's loss, gradients and greedy
+tokens, through one Engine whose restored parameters have the shardings its jits expect."""
 
 import os
 import subprocess
@@ -8,8 +9,10 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
-MESHES = {"single": (1, 1, 1), "1x8": (1, 1, 8), "2x4": (2, 1, 4), "8x1": (8, 1, 1),
-          "fsdp8": (1, 8, 1), "2x2x2": (2, 2, 2)}
+MESHES = {"single": (1, 1, 1, "default"), "1x8": (1, 1, 8, "default"),
+          "2x4": (2, 1, 4, "default"), "8x1": (8, 1, 1, "default"),
+          "fsdp8": (1, 8, 1, "default"), "2x2x2": (2, 2, 2, "default"),
+          "2x2x2_custom_rules": (2, 2, 2, "custom")}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -40,9 +43,13 @@ class ShardingTest(absltest.TestCase):
           np.testing.assert_allclose(got[key], ref[key], atol=1e-5, rtol=1e-4, err_msg=key)
         np.testing.assert_array_equal(got["tokens"], ref["tokens"])
 
+  def test_restored_shardings_are_the_ones_sampler_and_trainer_expect(self):
+    for name in MESHES:
+      self.assertTrue(bool(self.results[name]["shardings_agree"]), name)
+
   def test_parameters_are_really_sharded(self):
     self.assertEqual(int(self.results["single"]["sharded_params"]), 0)
-    for name in ("1x8", "2x4", "fsdp8", "2x2x2"):
+    for name in ("1x8", "2x4", "fsdp8", "2x2x2", "2x2x2_custom_rules"):
       self.assertGreater(int(self.results[name]["sharded_params"]), 3, name)
 
 

@@ -81,7 +81,8 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
                                                          "validation reward")
   base_path = base_checkpoint or os.path.join(workdir, "base")
   if not checkpoints.exists(base_path) and make_base is not None:
-    make_base(base_path, engine=engine, trainer=trainer, labelled=problems[restem.labelled_split],
+    make_base(base_path, engine=engine, trainer=trainer,
+              labelled=problems.get(restem.labelled_split, []),
               val_reward=val_reward, workdir=os.path.join(workdir, "base_training"))
   base = engine.restore(base_path)
 
@@ -199,6 +200,9 @@ def make_base_by_sft(path: str, *, engine: Engine, trainer: Trainer, labelled, v
 
   `optimizer` defaults to the run's (the M-step's) optimizer.
   """
+  if not labelled:
+    raise ValueError(f"make_base_by_sft trains the base on the task's labelled split, but the "
+                     f"task has none (or it is empty); give run.base_checkpoint instead.")
   logging.info("no base checkpoint at %s: training one on %d labelled problems", path,
                len(labelled))
   if optimizer is not None:
