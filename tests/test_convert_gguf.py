@@ -12,6 +12,7 @@ from absl.testing import absltest
 
 from restem_jax import convert, load_model
 from restem_jax.engine import partitioning
+from restem_jax.engine.engine import encode_prompt
 from restem_jax.checkpoint_io import gguf_io, hf_config, checkpoints, smollm2_gguf_path
 
 try:
@@ -92,7 +93,7 @@ class SmolLM2Test(absltest.TestCase):
     self.assertEqual(vocab.eos_id, 2)
     self.assertFalse(vocab.add_bos)
     prompt = vocab.apply_chat_template([{"role": "user", "content": "What is 12 + 7?"}])
-    self.assertEqual(vocab.encode_prompt(prompt), PROMPT)
+    self.assertEqual(encode_prompt(vocab, prompt), PROMPT)
     # Same sampler settings as the parity test: one compilation for both.
     answer = self.ours.generate([prompt], max_new_tokens=32, stop_at_eos=False)[0]
     self.assertTrue(answer.startswith("12 + 7 ="), answer)

@@ -9,7 +9,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from restem_jax.data import prepare
+from restem_jax.tasks import prepare
 from restem_jax.tasks import difficulty, readers
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

@@ -11,6 +11,7 @@ from absl.testing import absltest
 
 from restem_jax.checkpoint_io import vocabularies
 from restem_jax.checkpoint_io import smollm2_gguf_path
+from restem_jax.engine.engine import encode_prompt
 
 try:
   GGUF = smollm2_gguf_path()
@@ -93,7 +94,8 @@ class DirectoryVocabularyTest(absltest.TestCase):
     self.assertTrue(v.add_bos)
     self.assertEqual(v.eos_ids, (2, 3))
     self.assertEqual(list(v.encode("ab a")), [6, 4])
-    self.assertEqual(v.encode_prompt("ab a"), [1, 6, 4])
+    self.assertEqual(encode_prompt(v, "ab a"), [1, 6, 4])
+    self.assertEqual(encode_prompt(v, "<s>ab a"), [1, 6, 4])  # A BOS in the text is kept, not doubled.
     self.assertEqual(v.apply_chat_template([{"role": "user", "content": "ab"}]), "<s>ab")
 
   def test_sentencepiece_model(self):
@@ -113,7 +115,7 @@ class DirectoryVocabularyTest(absltest.TestCase):
       self.assertEqual((v.bos_id, v.eos_id), (1, 2))
       ids = list(v.encode("the answer is 42"))
       self.assertEqual(v.decode(ids), "the answer is 42")
-      self.assertEqual(v.encode_prompt("the answer is 42"), [1] + ids)
+      self.assertEqual(encode_prompt(v, "the answer is 42"), [1] + ids)
 
   def test_no_tokenizer(self):
     with tempfile.TemporaryDirectory() as d:

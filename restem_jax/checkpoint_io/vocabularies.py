@@ -9,7 +9,9 @@ through the feature's `add_eos`), `decode` stops after the first EOS and drops
 special tokens. The model's own conventions are extra attributes: `bos_id`,
 `add_bos` (whether the model expects BOS first: Llama, Gemma yes; Qwen2,
 SmolLM2 no), `eos_ids` (every id that ends a turn, e.g. Llama 3's
-<|eot_id|>), `chat_template` and `apply_chat_template(messages)`.
+<|eot_id|>), `chat_template` and `apply_chat_template(messages)`. The engine
+(`restem_jax.engine.engine`) reads these conventions; its `encode_prompt` is
+the one place BOS is added.
 """
 
 from __future__ import annotations
@@ -39,19 +41,12 @@ class _ModelConventions:
   bos_token: str | None = None
   eos_token: str | None = None
 
-  def encode_prompt(self, text: str) -> list[int]:
-    """Token ids of a prompt as the model expects it: BOS first iff `add_bos`."""
-    ids = list(self.encode(text))
-    if self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
-      ids = [self.bos_id] + ids
-    return ids
-
   def apply_chat_template(self, messages: Sequence[Mapping[str, str]],
                           add_generation_prompt: bool = True) -> str:
     """Renders chat messages with the model's Jinja template (as transformers does).
 
-    The result already contains any BOS the template writes; encode it with
-    `encode` (not `encode_prompt`) to avoid a second BOS.
+    The result already contains any BOS the template writes; the engine's
+    `encode_prompt` keeps that one and adds no second.
     """
     if not self.chat_template:
       raise ValueError("this model's tokenizer has no chat template; format prompts yourself.")

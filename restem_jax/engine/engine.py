@@ -49,16 +49,25 @@ class Conventions:
     return cls(bos_id, add_bos, tuple(int(i) for i in eos_ids), int(vocabulary.pad_id))
 
 
+def encode_prompt(vocabulary: seqio.Vocabulary, text: str,
+                  conventions: Conventions | None = None) -> list[int]:
+  """Prompt ids as the model expects them: BOS first iff the model wants it, never twice.
+
+  A chat template that already wrote BOS into the text keeps that one.
+  """
+  conventions = conventions or Conventions.of(vocabulary)
+  ids = list(vocabulary.encode(text))
+  if conventions.add_bos and (not ids or ids[0] != conventions.bos_id):
+    ids = [conventions.bos_id] + ids
+  return ids
+
+
 @dataclasses.dataclass(frozen=True)
 class Completion:
   """One sampled continuation, cut before its EOS or stop string."""
   text: str
   tokens: tuple[int, ...]
   logprob: float  # Sum of the model's log-probs of `tokens`.
-
-  @property
-  def num_tokens(self) -> int:
-    return len(self.tokens)
 
 
 class Engine:
@@ -86,15 +95,8 @@ class Engine:
     return self.vocabulary
 
   def encode_prompt(self, text: str) -> list[int]:
-    """Prompt ids as the model expects them: BOS first iff the model wants it, never twice.
-
-    A chat template that already wrote BOS into the text keeps that one.
-    """
-    ids = list(self._vocab().encode(text))
-    bos = self.conventions.bos_id
-    if self.conventions.add_bos and (not ids or ids[0] != bos):
-      ids = [bos] + ids
-    return ids
+    """Prompt ids the model's way (see `encode_prompt`)."""
+    return encode_prompt(self._vocab(), text, self.conventions)
 
   def encode_target(self, text: str) -> list[int]:
     """Target ids followed by the model's (first) EOS, which the M-step learns to emit."""
