@@ -23,7 +23,15 @@ SEARCH_PATHS = flags.DEFINE_list(
 WORKDIR = flags.DEFINE_string("workdir", None, "Where every artefact of the run is written.")
 DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "Call jax.distributed.initialize() first (multi-host TPU pod slices / GPU clusters).")
+    "Run as one process of a multi-host job: call jax.distributed.initialize() first. On TPU "
+    "pod slices (and Slurm, MPI, Kubernetes) the cluster is found automatically; elsewhere "
+    "give --coordinator_address, --num_processes and --process_id.")
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: HOST:PORT of process 0's coordinator.")
+NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed: how many processes the job has.")
+PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed: this process's index, 0 to num_processes - 1.")
 
 
 def rewrite_gin_flags(argv: Sequence[str]) -> list[str]:
@@ -53,6 +61,26 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     raise app.UsageError(f"bad gin configuration: {e}") from e
 
 
+def initialize_distributed() -> None:
+  """jax.distributed.initialize from the flags: explicit if given, else auto-detected."""
+  explicit = {"--coordinator_address": COORDINATOR.value, "--num_processes": NUM_PROCESSES.value,
+              "--process_id": PROCESS_ID.value}
+  given = {k: v for k, v in explicit.items() if v is not None}
+  if not DISTRIBUTED.value:
+    if given:
+      raise app.UsageError(f"{', '.join(given)} need --distributed.")
+    return
+  if given and len(given) != len(explicit):
+    missing = [k for k in explicit if k not in given]
+    raise app.UsageError(f"--distributed with {', '.join(given)} also needs {', '.join(missing)} "
+                         "(or none of them, to auto-detect a TPU pod slice).")
+  if given and not 0 <= PROCESS_ID.value < NUM_PROCESSES.value:
+    raise app.UsageError(f"--process_id={PROCESS_ID.value} must be in [0, --num_processes="
+                         f"{NUM_PROCESSES.value}).")
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -67,8 +95,7 @@ def main(argv: Sequence[str]) -> None:
   import gin
   import jax
 
-  if DISTRIBUTED.value:
-    jax.distributed.initialize()
+  initialize_distributed()
   from restem_jax import configurables
 
   os.makedirs(WORKDIR.value, exist_ok=True)

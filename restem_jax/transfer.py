@@ -82,9 +82,7 @@ def main(argv) -> None:
     if not value:
       raise app.UsageError(f"{flag} is required")
   cli.parse_gin(cli.GIN_FILES.value, cli.BINDINGS.value, cli.SEARCH_PATHS.value)
-  if cli.DISTRIBUTED.value:
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
+  cli.initialize_distributed()
   os.makedirs(cli.WORKDIR.value, exist_ok=True)
   from restem_jax import configurables  # pylint: disable=import-outside-toplevel
   engine, evaluation = configurables.transfer_setup()

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from restem_jax.engine import multihost
 from restem_jax.engine.config import ModelConfig
 
 PARAMS_SUBDIR = "params"
@@ -39,7 +40,8 @@ class CheckpointError(FileNotFoundError):
 
 
 def exists(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, PARAMS_SUBDIR))
+  """Whether a complete checkpoint is at `path` (process 0 decides for every process)."""
+  return bool(multihost.agree(os.path.isdir(os.path.join(path, PARAMS_SUBDIR))))
 
 
 def save(path: str, tree: Any) -> None:
@@ -51,6 +53,7 @@ def save(path: str, tree: Any) -> None:
   tmp = final + ".tmp"
   if jax.process_index() == 0 and os.path.exists(tmp):
     shutil.rmtree(tmp)
+  multihost.sync("checkpoint cleared")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(tmp, tree)
     checkpointer.wait_until_finished()
@@ -58,6 +61,8 @@ def save(path: str, tree: Any) -> None:
     if os.path.exists(final):
       shutil.rmtree(final)
     os.replace(tmp, final)
+  # Nobody reads or tests for the checkpoint before process 0 has renamed it.
+  multihost.sync("checkpoint committed")
 
 
 def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from restem_jax.checkpoint_io import checkpoints
 from restem_jax.engine import params as P
-from restem_jax.engine import partitioning
+from restem_jax.engine import multihost, partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.model import Decoder
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Samples, Stopping, buckets, pick
@@ -188,16 +188,16 @@ class Engine:
     for i, (p, c) in enumerate(zip(prompts, completions)):
       tokens[i, :lengths[i]] = list(p) + list(c)
       valid[i, :lengths[i]] = True
+    batch = NamedSharding(self.mesh, partitioning.spec_for(
+        (self.sampler.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
     if self._score is None:
-      batch = NamedSharding(self.mesh, partitioning.spec_for(
-          (self.sampler.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
-
       def score(params, tokens, valid):
         with partitioning.sharding_context(self.mesh, self.rules):
           return token_logprobs(self.decoder, params, tokens, valid)
       self._score = jax.jit(score, in_shardings=(self.param_shardings, batch, batch),
                             out_shardings=partitioning.replicated(self.mesh))
-    logprobs = np.asarray(self._score(params, tokens, valid))
+    logprobs = np.asarray(self._score(params, multihost.global_array(tokens, batch),
+                                      multihost.global_array(valid, batch)))
     # Column t scores token t + 1.
     return [logprobs[i, len(p) - 1:lengths[i] - 1] for i, p in enumerate(prompts)]
 

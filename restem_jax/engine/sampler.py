@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from restem_jax.engine import partitioning
+from restem_jax.engine import multihost, partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.model import KV, Decoder, causal_mask, positions_of
 from restem_jax.engine.params import param_shardings
@@ -178,18 +178,24 @@ class Sampler:
     keys[:len(prompts)] = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.asarray(prompt_ids, jnp.uint32)))
     active = np.arange(batch) < len(prompts)
-    out = self._function(config, stopping)(params, tokens, valid, keys, active)
+    sharding = self._batch_sharding()
+    out = self._function(config, stopping)(
+        params, *(multihost.global_array(x, sharding) for x in (tokens, valid, keys, active)))
     n = len(prompts)
     return Samples(*(np.asarray(x)[:n] for x in out))
 
+  def _batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, partitioning.spec_for(
+        (self.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
+
   def _function(self, config: SamplingConfig, stopping: Stopping):
     if (config, stopping) not in self._compiled:
-      batch = NamedSharding(self.mesh, partitioning.spec_for(
-          (self.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
+      batch = self._batch_sharding()
+      # Outputs are replicated: every host reads every sample (and scores them alike).
       self._compiled[config, stopping] = jax.jit(
           lambda *args: self._generate(config, stopping, *args),
           in_shardings=(self._param_shardings, batch, batch, batch, batch),
-          out_shardings=(batch, batch, batch))
+          out_shardings=partitioning.replicated(self.mesh))
     return self._compiled[config, stopping]
 
   def _generate(self, config: SamplingConfig, stopping: Stopping, params, tokens, valid, keys,

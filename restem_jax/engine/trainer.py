@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from restem_jax.engine import partitioning
+from restem_jax.engine import multihost, partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.model import Decoder, causal_mask, positions_of
 from restem_jax.engine.params import abstract_params, param_shardings, place
@@ -133,6 +133,7 @@ class Trainer:
                                       opt_shardings)
     batch_sharding = NamedSharding(mesh, partitioning.spec_for(
         (mesh.shape["data"] * mesh.shape["fsdp"],), ("act_batch",), mesh, rules))
+    self.batch_sharding = batch_sharding
     self._step = jax.jit(self._train_step, in_shardings=(self.state_shardings, batch_sharding),
                          out_shardings=(self.state_shardings, partitioning.replicated(mesh)),
                          donate_argnums=0)
@@ -155,7 +156,7 @@ class Trainer:
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), place(params, self.param_shardings))
     opt_init = jax.jit(self.optimizer.init, in_shardings=(self.param_shardings,),
                        out_shardings=self.state_shardings.opt_state)
-    return TrainState(jax.device_put(jnp.int32(0), self.state_shardings.step), params,
+    return TrainState(multihost.global_array(np.int32(0), self.state_shardings.step), params,
                       opt_init(params))
 
   def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
@@ -164,12 +165,12 @@ class Trainer:
     if rows % self.grad_accum_steps:
       raise ConfigError(f"batch of {rows} rows is not divisible by grad_accum_steps="
                         f"{self.grad_accum_steps}.")
-    state, metrics = self._step(state, _as_arrays(batch))
+    state, metrics = self._step(state, self._global(batch))
     return state, {k: float(v) for k, v in metrics.items()}
 
   def loss(self, params: Any, batch: Batch) -> float:
     """Mean reward-weighted NLL per target token."""
-    total, weight = self._loss(params, _as_arrays(batch))
+    total, weight = self._loss(params, self._global(batch))
     return float(total / jnp.maximum(weight, 1e-9))
 
   def _loss_terms(self, params, batch):
@@ -197,8 +198,8 @@ class Trainer:
       return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def _as_arrays(batch: Batch) -> Batch:
-  return {"tokens": np.asarray(batch["tokens"], np.int32),
-          "target_mask": np.asarray(batch["target_mask"], np.float32),
-          "valid": np.asarray(batch["valid"], bool),
-          "reward": np.asarray(batch["reward"], np.float32)}
+  def _global(self, batch: Batch) -> Batch:
+    """Host rows (the same on every process) as global arrays split over the batch axes."""
+    dtypes = {"tokens": np.int32, "target_mask": np.float32, "valid": bool, "reward": np.float32}
+    return {name: multihost.global_array(np.asarray(batch[name], dtype), self.batch_sharding)
+            for name, dtype in dtypes.items()}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.restem import rewarding
 from restem_jax.restem.stages import stage
 from restem_jax.tasks.base import Problem, TaskSpec
 
@@ -61,7 +62,7 @@ def _sample_shard(engine, task, params, problems, indices, sampling, iteration, 
   completions = engine.generate(params, [p.prompt for p in problems], sampling, seed,
                                 prompt_ids=list(indices), stop_strings=task.stop_strings)
   flat = [(p, i, c) for p, row in zip(problems, completions) for i, c in enumerate(row)]
-  rewards = task.score([p.record for p, _, _ in flat], [c.text for _, _, c in flat])
+  rewards = rewarding.score(task, [p.record for p, _, _ in flat], [c.text for _, _, c in flat])
   return [Sample(problem_id=p.id, prompt=p.prompt, completion=c.text, reward=float(r),
                  logprob=c.logprob, iteration=iteration, sample_index=i)
           for (p, i, c), r in zip(flat, rewards)]

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from restem_jax.restem import metrics
+from restem_jax.restem import metrics, rewarding
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.tasks.base import Problem, TaskSpec
@@ -52,8 +52,8 @@ class Evaluator:
     if not problems:
       return 0.0
     completions = self._generate(params, problems, sampling, seed, desc)
-    rewards = self.task.score([p.record for p, row in zip(problems, completions) for _ in row],
-                              [c.text for row in completions for c in row])
+    records = [p.record for p, row in zip(problems, completions) for _ in row]
+    rewards = rewarding.score(self.task, records, [c.text for row in completions for c in row])
     return float(np.mean(rewards))
 
   def greedy_pass_at_1(self, params: Any, problems: Sequence[Problem],
@@ -80,8 +80,8 @@ class Evaluator:
     completions = self._generate(params, problems, sampling, cfg.seed + 2,
                                  f"eval: test pass@{cfg.pass_k_samples}")
     texts = [[c.text for c in row] for row in completions]
-    rewards = self.task.score([p.record for p, row in zip(problems, texts) for _ in row],
-                              [t for row in texts for t in row])
+    records = [p.record for p, row in zip(problems, texts) for _ in row]
+    rewards = rewarding.score(self.task, records, [t for row in texts for t in row])
     per_problem = np.asarray(rewards).reshape(len(problems), cfg.pass_k_samples)
     correct = per_problem.sum(axis=1).astype(int)
     pass_k = {str(k): float(np.mean([metrics.pass_at_k(cfg.pass_k_samples, c, k) for c in correct]))

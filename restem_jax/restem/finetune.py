@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from restem_jax.checkpoint_io import checkpoints, files
+from restem_jax.engine import multihost
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.trainer import Batch, Examples, Trainer
 
@@ -79,7 +80,7 @@ def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: Fin
   progress_path = os.path.join(workdir, "progress.json")
   progress = {"step": 0, "best_step": 0, "best_score": -np.inf, "history": [], "done": False}
   state = trainer.init_state(init_params)
-  if os.path.exists(progress_path):
+  if multihost.agree(os.path.exists(progress_path)):
     with open(progress_path) as f:
       progress = json.load(f)
     if progress["step"]:

@@ -72,6 +72,7 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
   stage below samples, scores and trains through it.
   """
   os.makedirs(workdir, exist_ok=True)
+  files.check_shared(workdir)
   problems = _splits(task, restem)
   evaluator = Evaluator(task, engine, evaluation)
   trainer = engine.trainer(optimizer)

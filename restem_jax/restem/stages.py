@@ -12,6 +12,7 @@ import os
 from typing import Any, Callable, TypeVar
 
 from restem_jax.checkpoint_io import files
+from restem_jax.engine import multihost
 
 T = TypeVar("T")
 
@@ -24,9 +25,14 @@ def read_json(path: str) -> Any:
 def stage(path: str, compute: Callable[[], T], *, read: Callable[[str], T] = read_json,
           write: Callable[[str, T], None] = files.write_json,
           exists: Callable[[str], bool] = os.path.exists) -> T:
-  """The value a finished stage left at `path`, else `compute()`, written there first."""
-  if exists(path):
+  """The value a finished stage left at `path`, else `compute()`, written there first.
+
+  On several processes, process 0 decides whether the stage is finished and
+  alone writes; all wait until the file is there.
+  """
+  if multihost.agree(exists(path)):
     return read(path)
   value = compute()
   write(path, value)
+  multihost.sync("stage written")
   return value
