@@ -81,6 +81,11 @@ def convert(input_path: str, output: str, *, param_dtype: str = "float32",
 def base_from_pretrained(path: str, *, source: str, **loop_context: Any) -> None:
   """A `run.make_base` for real models: converts `source` (HF dir or GGUF) to the base at `path`."""
   del loop_context  # The loop also passes its engine and data; a conversion needs neither.
+  if jax.process_count() > 1:
+    raise ValueError(
+        f"no base checkpoint at {path!r}, and a multi-host run cannot convert one (conversion "
+        "gathers the model on one host). Convert it once beforehand, e.g. `python -m "
+        f"restem_jax.convert --input={source} --output={path}` on one host, then rerun.")
   convert(source, path)
 
 

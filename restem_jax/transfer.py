@@ -46,6 +46,7 @@ def evaluate_tasks(engine, checkpoint: str, task_names: Sequence[str], workdir: 
   from restem_jax.restem.stages import stage  # pylint: disable=import-outside-toplevel
   from restem_jax.tasks import base, benchmarks  # pylint: disable=import-outside-toplevel
 
+  files.check_shared(workdir)
   params = engine.restore(checkpoint)
 
   def evaluate(name: str) -> dict[str, Any]:

@@ -101,6 +101,19 @@ class CliTest(absltest.TestCase):
     for flag in ("--gin_file", "--gin_bindings", "--workdir", "--[no]distributed"):
       self.assertIn(flag, out.stdout)
 
+  def test_distributed_flags_are_checked_before_any_work(self):
+    workdir = tempfile.mkdtemp()
+    base = [f"--gin_file={MICRO}", f"--workdir={workdir}"]
+    for extra, message in (
+        (["--process_id=0"], "--process_id need --distributed"),
+        (["--distributed", "--num_processes=2"], "also needs --coordinator_address, --process_id"),
+        (["--distributed", "--coordinator_address=127.0.0.1:1", "--num_processes=2",
+          "--process_id=2"], "--process_id=2 must be in [0, --num_processes=2)")):
+      out = self.run_cli(*base, *extra)
+      self.assertNotEqual(out.returncode, 0)
+      self.assertIn(message, out.stderr)
+    self.assertEqual(os.listdir(workdir), [])
+
   def test_gin_overrides_compose(self):
     from restem_jax.main import rewrite_gin_flags
     self.assertEqual(rewrite_gin_flags(["x", "--gin.A.b=1", "--gin_file=f.gin"]),
