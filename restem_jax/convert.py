@@ -14,14 +14,16 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from restem_jax.engine import partitioning
 from restem_jax.checkpoint_io import hf_config as hfc
-from restem_jax.checkpoint_io import gguf_tokenizer, checkpoints, safetensors_io, weights
+from restem_jax.checkpoint_io import checkpoints, files, gguf_tokenizer, safetensors_io, weights
 
 DEFAULT_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.5, "float16": 0.1}
 
@@ -53,20 +55,26 @@ def convert(input_path: str, output: str, *, param_dtype: str = "float32",
   if opened.kind == "converted":
     raise ValueError(f"{input_path} is already a converted restem_jax checkpoint; use --to=hf "
                      "to export it.")
-  os.makedirs(output, exist_ok=True)
+  # Small files are written locally first and uploaded when the output is a bucket.
+  local = tempfile.mkdtemp() if files.is_remote(output) else output
+  os.makedirs(local, exist_ok=True)
   from restem_jax.engine.engine import Engine  # pylint: disable=import-outside-toplevel
   engine = Engine(opened.config, None, partitioning.make_mesh(devices=jax.devices()[:1]))
   params = loading.place_params(opened, input_path, engine)
   checkpoints.save(output, params)
   del params
-  checkpoints.write_model_gin(os.path.join(output, checkpoints.MODEL_GIN), opened.config,
-                           header=f"Converted by restem_jax.convert from {input_path}.")
+  checkpoints.write_model_gin(os.path.join(local, checkpoints.MODEL_GIN), opened.config,
+                              header=f"Converted by restem_jax.convert from {input_path}.")
   hf = {k: v for k, v in opened.hf_config.items() if k != "quantization_config"}
-  with open(os.path.join(output, checkpoints.HF_CONFIG), "w", encoding="utf-8") as f:
+  with open(os.path.join(local, checkpoints.HF_CONFIG), "w", encoding="utf-8") as f:
     json.dump(hf, f, indent=2)
   summary: dict[str, Any] = {"input": input_path, "output": output, "kind": opened.kind,
                              "model_type": hf.get("model_type"),
-                             "tokenizer_files": _copy_tokenizer(opened, input_path, output)}
+                             "tokenizer_files": _copy_tokenizer(opened, input_path, local)}
+  if local != output:
+    for name in os.listdir(local):
+      epath.Path(local, name).copy(epath.Path(output, name), overwrite=True)
+    shutil.rmtree(local)
   if verify:
     tol = tolerance if tolerance is not None else DEFAULT_TOLERANCE[param_dtype]
     diff = verify_against_transformers(input_path, output)

@@ -98,10 +98,9 @@ def main(argv: Sequence[str]) -> None:
   initialize_distributed()
   from restem_jax import configurables
 
-  os.makedirs(WORKDIR.value, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(WORKDIR.value, "config.gin"), "w") as f:
-      f.write(gin.config_str())
+  from restem_jax.checkpoint_io import files
+  files.makedirs(WORKDIR.value)
+  files.write_text(os.path.join(WORKDIR.value, "config.gin"), gin.config_str())
   logging.info("devices: %s", jax.devices())
   configurables.run(WORKDIR.value)
 

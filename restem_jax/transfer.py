@@ -84,7 +84,8 @@ def main(argv) -> None:
       raise app.UsageError(f"{flag} is required")
   cli.parse_gin(cli.GIN_FILES.value, cli.BINDINGS.value, cli.SEARCH_PATHS.value)
   cli.initialize_distributed()
-  os.makedirs(cli.WORKDIR.value, exist_ok=True)
+  from restem_jax.checkpoint_io import files  # pylint: disable=import-outside-toplevel
+  files.makedirs(cli.WORKDIR.value)
   from restem_jax import configurables  # pylint: disable=import-outside-toplevel
   engine, evaluation = configurables.transfer_setup()
   evaluate_tasks(engine, f.checkpoint, f.tasks, cli.WORKDIR.value, evaluation, f.data_dir,

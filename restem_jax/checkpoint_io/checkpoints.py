@@ -1,9 +1,11 @@
 """Orbax checkpoints, restored straight into shards, and the base checkpoint directory.
 
 A checkpoint directory holds `params/` (the Decoder's parameter tree, or a
-TrainState's fields) written by Orbax. Writes go to a temporary sibling and
-are renamed into place, so a `params/` that exists is complete: the loop
-relies on that to resume after a kill.
+TrainState's fields) written by Orbax. A checkpoint that `exists` is
+complete, which the loop relies on to resume after a kill: on a local disk
+it is written to a temporary sibling and renamed into place; in a gs://
+bucket, where a rename is a copy, Orbax's own commit marker (written last)
+says it is complete.
 
 The base checkpoint that `convert` writes adds files beside `params/`:
 
@@ -21,12 +23,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
-import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from restem_jax.checkpoint_io import files
 from restem_jax.engine import multihost
 from restem_jax.engine.config import ModelConfig
 
@@ -41,7 +43,13 @@ class CheckpointError(FileNotFoundError):
 
 def exists(path: str) -> bool:
   """Whether a complete checkpoint is at `path` (process 0 decides for every process)."""
-  return bool(multihost.agree(os.path.isdir(os.path.join(path, PARAMS_SUBDIR))))
+  return bool(multihost.agree(_complete(os.path.join(files.resolve(path), PARAMS_SUBDIR))))
+
+
+def _complete(params: str) -> bool:
+  if not files.exists(params):
+    return False
+  return not files.is_remote(params) or ocp.step.is_path_finalized(params)
 
 
 def save(path: str, tree: Any) -> None:
@@ -49,17 +57,16 @@ def save(path: str, tree: Any) -> None:
 
   Other files in `path` (a converted model's model.gin and tokenizer) stay.
   """
-  final = os.path.join(os.path.abspath(path), PARAMS_SUBDIR)
-  tmp = final + ".tmp"
-  if jax.process_index() == 0 and os.path.exists(tmp):
-    shutil.rmtree(tmp)
+  final = os.path.join(files.resolve(path), PARAMS_SUBDIR)
+  # In a bucket Orbax commits in place (marker last); on disk we rename a finished copy.
+  tmp = final if files.is_remote(final) else final + ".tmp"
+  files.remove_tree(tmp)
   multihost.sync("checkpoint cleared")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(tmp, tree)
     checkpointer.wait_until_finished()
-  if jax.process_index() == 0:
-    if os.path.exists(final):
-      shutil.rmtree(final)
+  if jax.process_index() == 0 and tmp != final:
+    files.remove_tree(final)
     os.replace(tmp, final)
   # Nobody reads or tests for the checkpoint before process 0 has renamed it.
   multihost.sync("checkpoint committed")
@@ -76,7 +83,7 @@ def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
                         abstract_tree, shardings)
   try:
     with ocp.StandardCheckpointer() as checkpointer:
-      return checkpointer.restore(os.path.join(os.path.abspath(path), PARAMS_SUBDIR), target)
+      return checkpointer.restore(os.path.join(files.resolve(path), PARAMS_SUBDIR), target)
   except (ValueError, KeyError) as e:
     raise CheckpointError(
         f"checkpoint at {path!r} does not match the configured model: {e}. Check that "
@@ -91,8 +98,7 @@ def model_gin_text(cfg: ModelConfig, header: str = "") -> str:
 
 
 def write_model_gin(path: str, cfg: ModelConfig, header: str = "") -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(model_gin_text(cfg, header))
+  files.write_text(path, model_gin_text(cfg, header))
 
 
 def read_model_gin(path: str, **overrides: Any) -> ModelConfig:
@@ -103,21 +109,21 @@ def read_model_gin(path: str, **overrides: Any) -> ModelConfig:
   """
   values: dict[str, Any] = {}
   names = {f.name for f in dataclasses.fields(ModelConfig)}
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      line = line.split("#", 1)[0].strip()
-      if not line:
-        continue
-      target, _, literal = line.partition("=")
-      target = target.strip()
-      name = target.rsplit(".", 1)[-1]
-      if not target.endswith("ModelConfig." + name) or name not in names:
-        raise ValueError(f"{path}:{number}: expected `ModelConfig.<field> = <value>`, got {line!r}.")
-      values[name] = ast.literal_eval(literal.strip())
+  for number, line in enumerate(files.read_text(path).splitlines(), 1):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+      continue
+    target, _, literal = line.partition("=")
+    target = target.strip()
+    name = target.rsplit(".", 1)[-1]
+    if not target.endswith("ModelConfig." + name) or name not in names:
+      raise ValueError(f"{path}:{number}: expected `ModelConfig.<field> = <value>`, got {line!r}.")
+    values[name] = ast.literal_eval(literal.strip())
   values.update(overrides)
   return ModelConfig(**values)
 
 
 def is_converted(path: str) -> bool:
-  return os.path.isdir(path) and os.path.exists(os.path.join(path, MODEL_GIN)) and os.path.isdir(
-      os.path.join(path, PARAMS_SUBDIR))
+  """Whether `path` is a base checkpoint directory that `convert` wrote (local or gs://)."""
+  return files.exists(os.path.join(path, MODEL_GIN)) and _complete(
+      os.path.join(files.resolve(path), PARAMS_SUBDIR))

@@ -1,15 +1,26 @@
-"""Durable JSON files: written whole by process 0 or not at all (resume relies on it)."""
+"""Durable files on a local disk or in a gs:// bucket, written whole by process 0 or not at all.
+
+Every file the loop reads or writes goes through here (and Orbax, for
+checkpoints), so a workdir may be a local directory, a shared filesystem or
+`gs://bucket/run`. Local files are written to a temporary name and renamed;
+a GCS object upload is already all-or-nothing, so objects are written in place.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import IO, Any
 
-import jax
-import numpy as np
+# gs:// through fsspec's gcsfs (what the tests exercise against a GCS server);
+# tf.io.gfile would otherwise be picked whenever TensorFlow is installed.
+os.environ.setdefault("EPATH_USE_TF", "0")
 
-from restem_jax.engine import multihost
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
+
+from restem_jax.engine import multihost  # noqa: E402
 
 SHARED_CHECK = ".shared_check"
 
@@ -18,14 +29,73 @@ class WorkdirNotSharedError(RuntimeError):
   """Some process cannot see what process 0 writes in the workdir."""
 
 
-def write_json(path: str, value: Any) -> None:
-  """Writes `value` to `path` via a temporary file and a rename; process 0 only."""
+def is_remote(path: str) -> bool:
+  """Whether `path` names an object store (gs://...) rather than a local path."""
+  return "://" in str(path)
+
+
+def resolve(path: str) -> str:
+  """An absolute local path, or the URL unchanged."""
+  return str(path) if is_remote(path) else os.path.abspath(path)
+
+
+def _path(path: str) -> epath.Path:
+  if is_remote(path) and str(path).startswith("gs://"):
+    try:
+      import gcsfs  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError as e:
+      raise ImportError(f"{path}: gs:// paths need gcsfs: pip install 'restem_jax[gcs]' "
+                        "(the tpu extra includes it).") from e
+  return epath.Path(path)
+
+
+def exists(path: str) -> bool:
+  return _path(path).exists()
+
+
+def makedirs(path: str) -> None:
+  _path(path).mkdir(parents=True, exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+  return [p.name for p in _path(path).iterdir()]
+
+
+def read_text(path: str) -> str:
+  return _path(path).read_text()
+
+
+def read_json(path: str) -> Any:
+  return json.loads(read_text(path))
+
+
+def open_for_writing(path: str, mode: str = "wb") -> IO:
+  """A file object on `path` (for writers that want one, e.g. matplotlib)."""
+  return _path(path).open(mode)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` whole (process 0 only)."""
   if jax.process_index() != 0:
+    return
+  if is_remote(path):
+    _path(path).write_text(text)
     return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
+    f.write(text)
   os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes `value` as JSON, whole (process 0 only)."""
+  write_text(path, json.dumps(value, indent=1, sort_keys=True))
+
+
+def remove_tree(path: str) -> None:
+  """Deletes a directory (or prefix) and everything below it, if there (process 0 only)."""
+  if jax.process_index() == 0 and exists(path):
+    _path(path).rmtree()
 
 
 def check_shared(directory: str) -> None:
@@ -41,17 +111,16 @@ def check_shared(directory: str) -> None:
   write_json(path, token)
   multihost.sync("shared check written")
   try:
-    with open(path) as f:
-      seen = json.load(f) == token
+    seen = read_json(path) == token
   except (OSError, ValueError):
     seen = False
   blind = [i for i, ok in enumerate(multihost.allgather(seen)) if not ok]
   multihost.sync("shared check read")
   if jax.process_index() == 0:
-    os.remove(path)
+    _path(path).unlink()
   if blind:
     raise WorkdirNotSharedError(
         f"process(es) {blind} cannot see {path}, which process 0 just wrote: the workdir "
         f"{directory!r} is not shared. Every host of a multi-host run must see the same "
-        "workdir: use a shared filesystem (NFS, Filestore) mounted at the same path on "
-        "every host.")
+        "workdir: a gs:// bucket, or a shared filesystem (NFS, Filestore) mounted at the "
+        "same path on every host.")

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 
 from restem_jax.checkpoint_io import checkpoints, weights
@@ -63,7 +64,7 @@ def open_checkpoint(path: str, param_dtype: str = "float32", dtype: str | None =
 
 def _json(path: str) -> dict:
   import json  # pylint: disable=import-outside-toplevel
-  with open(path, encoding="utf-8") as f:
+  with epath.Path(path).open(encoding="utf-8") as f:
     return json.load(f)
 
 

@@ -24,7 +24,9 @@ import numpy as np
 import seqio
 import tensorflow as tf
 import tokenizers
+from etils import epath
 
+from restem_jax.checkpoint_io import files
 from restem_jax.checkpoint_io.gguf_tokenizer import TOKENIZER_FILES, write_gguf_tokenizer
 
 __all__ = ["HuggingFaceVocabulary", "SentencePieceVocabulary", "TOKENIZER_FILES",
@@ -209,11 +211,17 @@ def vocabulary_from_directory(directory: str, vocab_size: int | None = None):
 
 
 def vocabulary_for(path: str, vocab_size: int | None = None):
-  """The vocabulary of a converted directory, a Hugging Face directory or a GGUF file."""
+  """The vocabulary of a converted directory (local or gs://), a HF directory or a GGUF file."""
+  import tempfile  # pylint: disable=import-outside-toplevel
   if os.path.isfile(path) and path.endswith(".gguf"):
-    import tempfile  # pylint: disable=import-outside-toplevel
     from restem_jax.checkpoint_io.gguf_io import GGUFSource  # pylint: disable=import-outside-toplevel
     with tempfile.TemporaryDirectory() as tmp:
       write_gguf_tokenizer(GGUFSource(path), tmp)
+      return vocabulary_from_directory(tmp, vocab_size)
+  if files.is_remote(path):  # The tokenizer libraries read local files.
+    with tempfile.TemporaryDirectory() as tmp:
+      for name in TOKENIZER_FILES + ("config.json", "hf_config.json"):
+        if files.exists(os.path.join(path, name)):
+          epath.Path(path, name).copy(epath.Path(tmp, name))
       return vocabulary_from_directory(tmp, vocab_size)
   return vocabulary_from_directory(path, vocab_size)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import jax
 from tqdm import tqdm
 
+from restem_jax.checkpoint_io import files
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.restem import rewarding
@@ -41,7 +42,7 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
                sampling: SamplingConfig, *, iteration: int, seed: int, out_dir: str,
                shard_size: int) -> list[Sample]:
   """Samples and scores every problem; returns all samples in problem order."""
-  os.makedirs(out_dir, exist_ok=True)
+  files.makedirs(out_dir)
   samples: list[Sample] = []
   bar = tqdm(total=len(problems), desc=f"E-step {iteration}", unit="problem",
              disable=jax.process_index() != 0)
@@ -69,16 +70,11 @@ def _sample_shard(engine, task, params, problems, indices, sampling, iteration, 
 
 
 def read_samples(path: str) -> list[Sample]:
-  with open(path) as f:
-    return [Sample(**json.loads(line)) for line in f if line.strip()]
+  return [Sample(**json.loads(line)) for line in files.read_text(path).splitlines()
+          if line.strip()]
 
 
 def write_samples(path: str, samples: Sequence[Sample]) -> None:
   """Writes samples as one JSONL file, atomically (process 0 only)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    f.writelines(s.to_json() + "\n" for s in samples)
-  os.replace(path + ".tmp", path)
+  files.write_text(path, "".join(s.to_json() + "\n" for s in samples))
 

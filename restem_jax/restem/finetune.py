@@ -9,10 +9,8 @@ same steps and reaches the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -76,13 +74,12 @@ def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: Fin
   """Trains from `init_params`, keeping the parameters of the best-scoring check."""
   if len(examples.tokens) == 0:
     raise ValueError(f"{desc}: no training examples (nothing was kept or all were too long).")
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   progress_path = os.path.join(workdir, "progress.json")
   progress = {"step": 0, "best_step": 0, "best_score": -np.inf, "history": [], "done": False}
   state = trainer.init_state(init_params)
-  if multihost.agree(os.path.exists(progress_path)):
-    with open(progress_path) as f:
-      progress = json.load(f)
+  if multihost.agree(files.exists(progress_path)):
+    progress = files.read_json(progress_path)
     if progress["step"]:
       state = checkpoints.restore(os.path.join(workdir, f"state_{progress['step']}"), state,
                                   trainer.state_shardings)
@@ -119,6 +116,6 @@ def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: Fin
 def _remove_stale(workdir: str, keep: set[str]) -> None:
   if jax.process_index() != 0:
     return
-  for name in os.listdir(workdir):
+  for name in files.listdir(workdir):
     if name.startswith(("state_", "best_")) and name not in keep and not name.endswith(".tmp"):
-      shutil.rmtree(os.path.join(workdir, name))
+      files.remove_tree(os.path.join(workdir, name))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 from typing import Any, Callable
 
 import jax
@@ -32,7 +31,7 @@ from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.engine.trainer import OptimizerConfig, Trainer
 from restem_jax.restem import e_step, filtering, finetune, m_step, reporting
 from restem_jax.restem.evaluation import EvalConfig, Evaluator
-from restem_jax.restem.stages import read_json, stage
+from restem_jax.restem.stages import stage
 from restem_jax.tasks.base import Problem, TaskSpec, load_problems
 
 
@@ -71,7 +70,7 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
   `engine` is built once by the caller (its vocabulary is the task's); every
   stage below samples, scores and trains through it.
   """
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   files.check_shared(workdir)
   problems = _splits(task, restem)
   evaluator = Evaluator(task, engine, evaluation)
@@ -134,7 +133,7 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
                  read=e_step.read_samples, write=e_step.write_samples)
     policy = stage(os.path.join(it_dir, "checkpoint"), lambda: fine_tune(kept, i, it_dir),
                    read=engine.restore, write=save_iterate, exists=checkpoints.exists)
-    best_step = read_json(os.path.join(it_dir, "m_step.json"))["best_step"]
+    best_step = files.read_json(os.path.join(it_dir, "m_step.json"))["best_step"]
     history.append(evaluate(policy, i, {
         "num_kept": len(kept), "kept_problems": len({s.problem_id for s in kept}),
         "m_step_best_step": best_step}))
@@ -190,8 +189,7 @@ def _sft_control(workdir, engine, trainer, base, problems, restem, config, val_r
 
 
 def _remove(path: str) -> None:
-  if jax.process_index() == 0 and os.path.exists(path):
-    shutil.rmtree(path)
+  files.remove_tree(path)
 
 
 def make_base_by_sft(path: str, *, engine: Engine, trainer: Trainer, labelled, val_reward,

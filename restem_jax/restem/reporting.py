@@ -53,7 +53,8 @@ def plot_pass_at_1(path: str, iterations: Sequence[dict[str, Any]],
   ax.legend(loc="best", fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with files.open_for_writing(path) as f:
+    fig.savefig(f, dpi=120, format="png")
   plt.close(fig)
 
 

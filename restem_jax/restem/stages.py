@@ -7,9 +7,7 @@ one rule: what exists is finished, because every writer writes atomically.
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from restem_jax.checkpoint_io import files
 from restem_jax.engine import multihost
@@ -17,14 +15,9 @@ from restem_jax.engine import multihost
 T = TypeVar("T")
 
 
-def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
-
-
-def stage(path: str, compute: Callable[[], T], *, read: Callable[[str], T] = read_json,
+def stage(path: str, compute: Callable[[], T], *, read: Callable[[str], T] = files.read_json,
           write: Callable[[str, T], None] = files.write_json,
-          exists: Callable[[str], bool] = os.path.exists) -> T:
+          exists: Callable[[str], bool] = files.exists) -> T:
   """The value a finished stage left at `path`, else `compute()`, written there first.
 
   On several processes, process 0 decides whether the stage is finished and
