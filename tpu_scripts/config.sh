@@ -11,7 +11,8 @@ RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"
 PROJECT="${PROJECT:-}"                                  # Empty: gcloud's default project.
 REMOTE_DIR="${REMOTE_DIR:-restem_jax}"                  # Package checkout on every worker (~/...).
 REMOTE_DATA="${REMOTE_DATA:-restem_data}"               # Data / checkpoints on every worker.
-WORKDIR="${WORKDIR:-restem_work}"                       # Run outputs; use gs://bucket/path on pods.
+WORKDIR="${WORKDIR:-restem_work}"                       # Run outputs. Multi-host slices: gs://bucket/path
+                                                        # (every host must see it; a per-host disk fails at start).
 PYTHON="${PYTHON:-python3}"
 
 # gcloud arguments shared by every call.

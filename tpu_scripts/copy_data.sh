@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies local files or directories (datasets, a converted base checkpoint) to
-# ~/$REMOTE_DATA on every worker. For large checkpoints prefer a gs:// bucket
-# (the loop reads gs:// paths directly) and skip this script.
+# ~/$REMOTE_DATA on every worker. Datasets are read from local files; a
+# converted base checkpoint may instead stay in a gs:// bucket (the loop and
+# task_vocabulary read gs:// checkpoints directly).
 # Usage: tpu_scripts/copy_data.sh PATH [PATH...]
 set -euo pipefail
 # shellcheck source=tpu_scripts/config.sh
