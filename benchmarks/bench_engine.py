@@ -23,7 +23,6 @@ Throughputs are also given as achieved model FLOP/s / peak. Extra packages:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform

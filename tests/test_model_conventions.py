@@ -16,7 +16,6 @@ import glob
 import os
 import tempfile
 
-import numpy as np
 from absl.testing import absltest
 
 from restem_jax import convert
@@ -24,7 +23,7 @@ from restem_jax.checkpoint_io import hf_config, vocabularies
 from restem_jax.checkpoint_io.loading import load_model
 from restem_jax.engine import partitioning
 from restem_jax.engine.engine import Engine
-from restem_jax.engine.sampler import SamplingConfig, Stopping
+from restem_jax.engine.sampler import Stopping
 from restem_jax.engine.trainer import OptimizerConfig
 from restem_jax.restem import e_step, loop
 from restem_jax.restem.evaluation import EvalConfig

@@ -12,7 +12,7 @@ from absl.testing import absltest
 
 import restem_jax.tasks  # noqa: F401  (registers the tasks)
 from restem_jax.rewards.math_answers import last_boxed
-from restem_jax.tasks import (__main__ as show, apps, base, benchmarks, common, prompts_code,
+from restem_jax.tasks import (__main__ as show, apps, base, benchmarks, prompts_code,
                               prompts_math)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

@@ -4,7 +4,6 @@ import json
 import os
 import tempfile
 
-import jax
 import numpy as np
 import seqio
 from absl.testing import absltest

@@ -14,10 +14,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from jax.sharding import Mesh
 
-from restem_jax.checkpoint_io import checkpoints, weights
+from restem_jax.checkpoint_io import checkpoints, files, weights
 from restem_jax.checkpoint_io import hf_config as hfc
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ModelConfig
@@ -44,7 +43,7 @@ def open_checkpoint(path: str, param_dtype: str = "float32", dtype: str | None =
     hf = {}
     hf_path = os.path.join(path, checkpoints.HF_CONFIG)
     if os.path.exists(hf_path):
-      hf = _json(hf_path)
+      hf = files.read_json(hf_path)
     return Opened("converted", cfg, hf, None)
   if os.path.isfile(path):
     if not path.endswith(".gguf"):
@@ -60,12 +59,6 @@ def open_checkpoint(path: str, param_dtype: str = "float32", dtype: str | None =
   hf = hfc.read_config_json(path)
   cfg = hfc.model_config_from_hf(hf, param_dtype, dtype)
   return Opened("huggingface", cfg, hf, SafetensorsReader(path))
-
-
-def _json(path: str) -> dict:
-  import json  # pylint: disable=import-outside-toplevel
-  with epath.Path(path).open(encoding="utf-8") as f:
-    return json.load(f)
 
 
 def place_params(opened: Opened, path: str, engine: Engine) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 import seqio
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from restem_jax.checkpoint_io import checkpoints
@@ -188,8 +188,7 @@ class Engine:
     for i, (p, c) in enumerate(zip(prompts, completions)):
       tokens[i, :lengths[i]] = list(p) + list(c)
       valid[i, :lengths[i]] = True
-    batch = NamedSharding(self.mesh, partitioning.spec_for(
-        (self.sampler.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
+    batch = partitioning.batch_sharding(self.mesh, self.rules)
     if self._score is None:
       def score(params, tokens, valid):
         with partitioning.sharding_context(self.mesh, self.rules):

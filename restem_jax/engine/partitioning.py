@@ -140,5 +140,11 @@ def param_names(boxed_params: Any) -> Any:
   return nn.get_partition_spec(boxed_params)
 
 
+def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
+  """Rows of host batches split over the batch axes (data and fsdp, by the default rules)."""
+  return NamedSharding(mesh, spec_for((mesh.shape["data"] * mesh.shape["fsdp"],), ("act_batch",),
+                                      mesh, rules))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())

@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from restem_jax.engine import multihost, partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
@@ -178,19 +178,15 @@ class Sampler:
     keys[:len(prompts)] = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.asarray(prompt_ids, jnp.uint32)))
     active = np.arange(batch) < len(prompts)
-    sharding = self._batch_sharding()
+    sharding = partitioning.batch_sharding(self.mesh, self.rules)
     out = self._function(config, stopping)(
         params, *(multihost.global_array(x, sharding) for x in (tokens, valid, keys, active)))
     n = len(prompts)
     return Samples(*(np.asarray(x)[:n] for x in out))
 
-  def _batch_sharding(self) -> NamedSharding:
-    return NamedSharding(self.mesh, partitioning.spec_for(
-        (self.batch_buckets[0],), ("act_batch",), self.mesh, self.rules))
-
   def _function(self, config: SamplingConfig, stopping: Stopping):
     if (config, stopping) not in self._compiled:
-      batch = self._batch_sharding()
+      batch = partitioning.batch_sharding(self.mesh, self.rules)
       # Outputs are replicated: every host reads every sample (and scores them alike).
       self._compiled[config, stopping] = jax.jit(
           lambda *args: self._generate(config, stopping, *args),

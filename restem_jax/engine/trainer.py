@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from restem_jax.engine import multihost, partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
@@ -131,9 +131,7 @@ class Trainer:
     opt_shardings = self._opt_state_shardings(abstract_params(self.model))
     self.state_shardings = TrainState(partitioning.replicated(mesh), self.param_shardings,
                                       opt_shardings)
-    batch_sharding = NamedSharding(mesh, partitioning.spec_for(
-        (mesh.shape["data"] * mesh.shape["fsdp"],), ("act_batch",), mesh, rules))
-    self.batch_sharding = batch_sharding
+    self.batch_sharding = batch_sharding = partitioning.batch_sharding(mesh, rules)
     self._step = jax.jit(self._train_step, in_shardings=(self.state_shardings, batch_sharding),
                          out_shardings=(self.state_shardings, partitioning.replicated(mesh)),
                          donate_argnums=0)

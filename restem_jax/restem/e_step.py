@@ -44,17 +44,20 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
   """Samples and scores every problem; returns all samples in problem order."""
   files.makedirs(out_dir)
   samples: list[Sample] = []
+  correct = 0
   bar = tqdm(total=len(problems), desc=f"E-step {iteration}", unit="problem",
              disable=jax.process_index() != 0)
   for start in range(0, len(problems), shard_size):
     chunk = problems[start:start + shard_size]
-    samples.extend(stage(
+    shard = stage(
         os.path.join(out_dir, f"shard_{start // shard_size:05d}.jsonl"),
         lambda: _sample_shard(engine, task, params, chunk, range(start, start + len(chunk)),
                               sampling, iteration, seed),
-        read=read_samples, write=write_samples))
+        read=read_samples, write=write_samples)
+    samples.extend(shard)
+    correct += sum(s.reward > 0 for s in shard)
     bar.update(len(chunk))
-    bar.set_postfix(correct=sum(s.reward > 0 for s in samples))
+    bar.set_postfix(correct=correct)
   bar.close()
   return samples
 
