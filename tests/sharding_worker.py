@@ -41,7 +41,7 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   agree = all(p.sharding == e == t == s for p, e, t, s in zip(
       jax.tree.leaves(params), jax.tree.leaves(engine.param_shardings),
       jax.tree.leaves(trainer.param_shardings),
-      jax.tree.leaves(engine.sampler._param_shardings)))  # pylint: disable=protected-access
+      jax.tree.leaves(engine.sampler.param_shardings)))
   rng = np.random.default_rng(0)
   batch = {"tokens": rng.integers(1, 128, (8, 16)).astype(np.int32),
            "target_mask": np.tile((np.arange(16) >= 6).astype(np.float32), (8, 1)),

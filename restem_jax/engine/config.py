@@ -45,6 +45,13 @@ class ModelConfig:
   # Computation dtype; parameters stay in param_dtype (fp32 master weights).
   dtype: str = "float32"
   param_dtype: str = "float32"
+  # Execution, not architecture. remat recomputes each layer's activations in
+  # the backward pass: less memory per training step for about a third more
+  # FLOPs. scan_unroll is lax.scan's unroll over layers (num_layers unrolls
+  # the stack: longer compiles, sometimes faster steps; the plan uses it to
+  # count every layer's FLOPs).
+  remat: bool = False
+  scan_unroll: int = 1
 
   def __post_init__(self):
     for name in ("vocab_size", "embed_dim", "num_layers", "num_heads",
@@ -65,6 +72,9 @@ class ModelConfig:
       raise ConfigError(
           f"ModelConfig.activation={self.activation!r} is unknown; use 'silu' "
           "(SwiGLU), 'gelu' or 'gelu_tanh' (GeGLU).")
+    if not 1 <= self.scan_unroll <= self.num_layers:
+      raise ConfigError(f"ModelConfig.scan_unroll={self.scan_unroll} must be between 1 and "
+                        f"num_layers={self.num_layers}.")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise ConfigError(

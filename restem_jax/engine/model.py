@@ -220,10 +220,13 @@ class Decoder(nn.Module):
     if cfg.scale_embeddings:
       x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
     x = partitioning.constrain(x, ("act_batch", "act_samples", "act_length", "act_embed"))
+    # Inside a rolled scan CSE cannot undo the recomputation; unrolled copies need the guard.
+    block = nn.remat(Block, prevent_cse=cfg.scan_unroll > 1) if cfg.remat else Block
     layers = nn.scan(
-        Block, variable_axes={"params": 0}, split_rngs={"params": True},
+        block, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-        length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+        length=cfg.num_layers, unroll=cfg.scan_unroll,
+        metadata_params={nn.PARTITION_NAME: "layers"})
     x, kv = layers(cfg, name="layers")(x, (prefix, cache), positions, own_mask,
                                        prefix_mask, cache_index)
     x = RMSNorm(cfg, name="final_norm")(x)

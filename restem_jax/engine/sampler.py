@@ -124,7 +124,7 @@ class Sampler:
     self.prompt_buckets = buckets(min(min_prompt_bucket, max_prompt_len), max_prompt_len)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     self.batch_buckets = buckets(data_parallel, max(max_batch, data_parallel))
-    self._param_shardings = param_shardings(self.model, mesh, rules)
+    self.param_shardings = param_shardings(self.model, mesh, rules)
     self._compiled: dict[tuple[SamplingConfig, Stopping], Any] = {}
     self.num_compilations = 0
 
@@ -190,7 +190,7 @@ class Sampler:
       # Outputs are replicated: every host reads every sample (and scores them alike).
       self._compiled[config, stopping] = jax.jit(
           lambda *args: self._generate(config, stopping, *args),
-          in_shardings=(self._param_shardings, batch, batch, batch, batch),
+          in_shardings=(self.param_shardings, batch, batch, batch, batch),
           out_shardings=partitioning.replicated(self.mesh))
     return self._compiled[config, stopping]
 
@@ -199,26 +199,27 @@ class Sampler:
     """Traced once per bucket shape: prefill, then the decode while_loop."""
     self.num_compilations += 1
     with partitioning.sharding_context(self.mesh, self.rules):
-      return self._decode(config, stopping, params, tokens, valid, keys, active)
+      context, state = self._prefill(config, params, tokens, valid, keys, active)
+      g = config.max_new_tokens
+      final = jax.lax.while_loop(
+          lambda s: (s["t"] < g) & ~jnp.all(s["done"]),
+          lambda s: self._step(config, stopping, params, context, s), state)
+      kept = jnp.arange(g) < final["lengths"][..., None]
+      out = jnp.where(kept, final["out"], self.pad_id)
+      return out, final["lengths"], jnp.where(kept, final["logprobs"], 0.0)
 
-  def _decode(self, config, stopping, params, tokens, valid, keys, active):
+  def _prefill(self, config, params, tokens, valid, keys, active) -> tuple[Context, dict]:
+    """Runs the prompts once; returns what every step reads and the loop's first state."""
     b, n, g = tokens.shape[0], config.num_samples, config.max_new_tokens
     cfg = self.model.cfg
-    apply = lambda *a, **k: self.model.apply({"params": params}, *a, **k)
-    logits, prefix = apply(tokens[:, None], positions_of(valid)[:, None],
-                           causal_mask(valid[:, None]))
+    logits, prefix = self.model.apply({"params": params}, tokens[:, None],
+                                      positions_of(valid)[:, None], causal_mask(valid[:, None]))
     prefix = KV(*(partitioning.constrain(a[:, :, 0], (None, "act_batch", "act_kv_heads", None, None))
                   for a in prefix))
-    prompt_len = valid.sum(axis=-1)
     row_keys = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(n)))(keys)
-
-    def choose(step_logits, t):
-      step_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, t)))(row_keys)
-      token = jax.vmap(jax.vmap(lambda lg, k: _choose(lg, k, config)))(step_logits, step_keys)
-      logprob = jnp.take_along_axis(jax.nn.log_softmax(step_logits), token[..., None], -1)[..., 0]
-      return token, logprob
-
-    first, first_lp = choose(jnp.broadcast_to(logits[:, 0, -1:], (b, n, cfg.vocab_size)), 0)
+    context = Context(prefix, valid, valid.sum(axis=-1), row_keys)
+    first, first_lp = _draw(jnp.broadcast_to(logits[:, 0, -1:], (b, n, cfg.vocab_size)),
+                            row_keys, 0, config)
     shape = (cfg.num_layers, b, n, cfg.num_kv_heads, g, cfg.head_dim)
     cache = KV(*(partitioning.constrain(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
                                         (None, "act_batch", "act_samples", "act_kv_heads", None, None))
@@ -227,28 +228,75 @@ class Sampler:
         t=jnp.int32(0), token=first, logprob=first_lp, cache=cache,
         out=jnp.full((b, n, g), self.pad_id, jnp.int32), logprobs=jnp.zeros((b, n, g), jnp.float32),
         done=jnp.broadcast_to(~active[:, None], (b, n)), lengths=jnp.full((b, n), g, jnp.int32))
+    return context, state
 
-    def body(s):
-      t = s["t"]
-      out = s["out"].at[:, :, t].set(jnp.where(s["done"], self.pad_id, s["token"]))
-      logprobs = s["logprobs"].at[:, :, t].set(jnp.where(s["done"], 0.0, s["logprob"]))
-      stop_len = jnp.zeros((b, n), jnp.int32)
-      for eos in stopping.eos_ids:
-        stop_len = jnp.where(s["token"] == eos, 1, stop_len)
-      for stop in (seq for seq in stopping.sequences if len(seq) <= g):  # Longer never fit.
-        stop_len = jnp.where((stop_len == 0) & _ends_with(out, t, stop), len(stop), stop_len)
-      finished = ~s["done"] & (stop_len > 0)
-      lengths = jnp.where(finished, t + 1 - stop_len, s["lengths"])
-      done = s["done"] | finished
-      pos = (prompt_len[:, None] + t)[:, :, None]
-      own_mask = jnp.broadcast_to(jnp.arange(g) <= t, (b, n, 1, g))
-      step_logits, cache = apply(s["token"][:, :, None], jnp.broadcast_to(pos, (b, n, 1)), own_mask,
-                                 prefix=prefix, prefix_mask=valid, cache=s["cache"], cache_index=t)
-      token, logprob = choose(step_logits[:, :, 0], t + 1)
-      return dict(t=t + 1, token=token, logprob=logprob, cache=cache, out=out,
-                  logprobs=logprobs, done=done, lengths=lengths)
+  def _step(self, config, stopping, params, context: Context, s: dict) -> dict:
+    """Records the current token, checks stops, and draws the next token: one decode step."""
+    t = s["t"]
+    b, n, g = s["out"].shape
+    out = s["out"].at[:, :, t].set(jnp.where(s["done"], self.pad_id, s["token"]))
+    logprobs = s["logprobs"].at[:, :, t].set(jnp.where(s["done"], 0.0, s["logprob"]))
+    stop_len = jnp.zeros((b, n), jnp.int32)
+    for eos in stopping.eos_ids:
+      stop_len = jnp.where(s["token"] == eos, 1, stop_len)
+    for stop in (seq for seq in stopping.sequences if len(seq) <= g):  # Longer never fit.
+      stop_len = jnp.where((stop_len == 0) & _ends_with(out, t, stop), len(stop), stop_len)
+    finished = ~s["done"] & (stop_len > 0)
+    lengths = jnp.where(finished, t + 1 - stop_len, s["lengths"])
+    done = s["done"] | finished
+    pos = (context.prompt_len[:, None] + t)[:, :, None]
+    own_mask = jnp.broadcast_to(jnp.arange(g) <= t, (b, n, 1, g))
+    step_logits, cache = self.model.apply(
+        {"params": params}, s["token"][:, :, None], jnp.broadcast_to(pos, (b, n, 1)), own_mask,
+        prefix=context.prefix, prefix_mask=context.prefix_mask, cache=s["cache"], cache_index=t)
+    token, logprob = _draw(step_logits[:, :, 0], context.row_keys, t + 1, config)
+    return dict(t=t + 1, token=token, logprob=logprob, cache=cache, out=out,
+                logprobs=logprobs, done=done, lengths=lengths)
 
-    final = jax.lax.while_loop(lambda s: (s["t"] < g) & ~jnp.all(s["done"]), body, state)
-    kept = jnp.arange(g) < final["lengths"][..., None]
-    out = jnp.where(kept, final["out"], self.pad_id)
-    return out, final["lengths"], jnp.where(kept, final["logprobs"], 0.0)
+  def compile_ahead(self, abstract_params: Any, config: SamplingConfig,
+                    stopping: Stopping = Stopping(), *, parts: bool = False) -> dict[str, Any]:
+    """Compiles the largest bucket from shapes alone, for any mesh (e.g. a TPU topology).
+
+    Returns {"sample": the whole program}, or with `parts` {"prefill", "decode_step"}:
+    compiled cost analysis counts a loop body once, so per-token costs are
+    read from one decode step.
+    """
+    sharding = partitioning.batch_sharding(self.mesh, self.rules)
+    batch, length = self.batch_buckets[-1], self.prompt_buckets[-1]
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    placed = lambda shapes, shardings: jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+    params = placed(abstract_params, self.param_shardings)
+    inputs = (params, spec((batch, length), jnp.int32), spec((batch, length), jnp.bool_),
+              spec((batch, 2), jnp.uint32), spec((batch,), jnp.bool_))
+    if not parts:
+      return {"sample": self._function(config, stopping).lower(*inputs).compile()}
+
+    def in_context(fn):
+      def traced(*args):
+        with partitioning.sharding_context(self.mesh, self.rules):
+          return fn(*args)
+      return traced
+
+    prefill_fn = lambda *a: self._prefill(config, *a)
+    prefill = jax.jit(in_context(prefill_fn)).lower(*inputs).compile()
+    context, state = placed(jax.eval_shape(prefill_fn, *inputs), prefill.output_shardings)
+    step = jax.jit(in_context(lambda p, c, s: self._step(config, stopping, p, c, s)))
+    return {"prefill": prefill, "decode_step": step.lower(params, context, state).compile()}
+
+
+class Context(NamedTuple):
+  """What every decode step reads and none changes: the prompts' keys and positions."""
+  prefix: KV
+  prefix_mask: jax.Array
+  prompt_len: jax.Array
+  row_keys: jax.Array
+
+
+def _draw(logits: jax.Array, row_keys: jax.Array, t: jax.Array | int, config: SamplingConfig
+          ) -> tuple[jax.Array, jax.Array]:
+  """Step t's token for every [B, N] row, and its log-prob under the untruncated model."""
+  step_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, t)))(row_keys)
+  token = jax.vmap(jax.vmap(lambda lg, k: _choose(lg, k, config)))(logits, step_keys)
+  logprob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[..., None], -1)[..., 0]
+  return token, logprob

@@ -22,6 +22,7 @@ from restem_jax.engine.model import Decoder, causal_mask, positions_of
 from restem_jax.engine.params import abstract_params, param_shardings, place
 
 Batch = dict[str, Any]  # tokens [B,T] int32, target_mask [B,T], valid [B,T], reward [B]
+BATCH_DTYPES = {"tokens": np.int32, "target_mask": np.float32, "valid": bool, "reward": np.float32}
 
 
 class Examples(NamedTuple):
@@ -171,6 +172,18 @@ class Trainer:
     total, weight = self._loss(params, self._global(batch))
     return float(total / jnp.maximum(weight, 1e-9))
 
+  def compile_ahead(self, rows: int, seq_len: int) -> Any:
+    """The train step compiled from shapes alone (for any mesh, e.g. a TPU topology)."""
+    abstract = abstract_params(self.model)
+    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract,
+                       jax.eval_shape(self.optimizer.init, abstract))
+    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                         state, self.state_shardings)
+    batch = {name: jax.ShapeDtypeStruct((rows,) if name == "reward" else (rows, seq_len), dtype,
+                                        sharding=self.batch_sharding)
+             for name, dtype in BATCH_DTYPES.items()}
+    return self._step.lower(state, batch).compile()
+
   def _loss_terms(self, params, batch):
     with partitioning.sharding_context(self.mesh, self.rules):
       return weighted_nll(self.model, params, batch)
@@ -198,6 +211,5 @@ class Trainer:
 
   def _global(self, batch: Batch) -> Batch:
     """Host rows (the same on every process) as global arrays split over the batch axes."""
-    dtypes = {"tokens": np.int32, "target_mask": np.float32, "valid": bool, "reward": np.float32}
     return {name: multihost.global_array(np.asarray(batch[name], dtype), self.batch_sharding)
-            for name, dtype in dtypes.items()}
+            for name, dtype in BATCH_DTYPES.items()}

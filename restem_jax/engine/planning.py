@@ -1,0 +1,257 @@
+"""Will a run fit a TPU slice? Its programs compiled for a topology, with no TPU.
+
+libtpu (the `tpu` extra) compiles for any TPU topology on any machine
+(`jax.experimental.topologies`), as MaxText's `train_compile.py` does. The
+compiled programs give the per-device peak memory, which decides whether a
+run fits, and XLA's cost analysis, which gives FLOPs and bytes. XLA counts a
+loop body once, so costs are read from probes with one and two unrolled layers
+(every layer costs the same) and from one prefill and one decode step, not
+from the whole sampling loop.
+Times are roofline estimates from the chip's published peaks, not
+measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+import re
+from typing import Any, Callable
+
+import jax
+from jax.experimental import topologies
+from jax.sharding import Mesh, NamedSharding
+
+from restem_jax.engine import partitioning
+from restem_jax.engine.config import ConfigError, ModelConfig
+from restem_jax.engine.model import Decoder
+from restem_jax.engine.params import abstract_params
+from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
+from restem_jax.engine.trainer import OptimizerConfig, Trainer
+
+GIB = 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """Published per-chip figures (Cloud TPU system architecture pages): HBM, bf16 peak, bandwidth."""
+  name: str
+  hbm_bytes: float
+  peak_flops: float
+  hbm_bandwidth: float
+
+
+# Keyed by jax's device_kind.
+CHIPS = {
+    "TPU v2": Chip("v2", 16 * GIB, 45e12, 600e9),
+    "TPU v3": Chip("v3", 32 * GIB, 123e12, 900e9),
+    "TPU v4": Chip("v4", 32 * GIB, 275e12, 1200e9),
+    "TPU v5 lite": Chip("v5e", 16 * GIB, 197e12, 819e9),
+    "TPU v5": Chip("v5p", 95 * GIB, 459e12, 2765e9),
+    "TPU v6 lite": Chip("v6e", 32 * GIB, 918e12, 1640e9),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  """A topology's devices and what one device (a chip, or a core of a 2-core chip) has."""
+  name: str
+  devices: tuple[jax.Device, ...]
+  chip: Chip
+  devices_per_chip: int
+
+  @property
+  def hbm_bytes(self) -> float:
+    return self.chip.hbm_bytes / self.devices_per_chip
+
+  @property
+  def peak_flops(self) -> float:
+    return self.chip.peak_flops / self.devices_per_chip
+
+  @property
+  def hbm_bandwidth(self) -> float:
+    return self.chip.hbm_bandwidth / self.devices_per_chip
+
+
+def tpu_slice(topology: str) -> Slice:
+  """The devices of a topology name such as "v5e:4x4" or "v4:2x2x2" (libtpu needed)."""
+  match = re.fullmatch(r"[A-Za-z0-9_ ]+[:=_]([0-9x]+)(_twisted|_untwisted)?", topology)
+  if not match:
+    raise ConfigError(f"topology {topology!r} is not a TPU topology name; use GENERATION:SHAPE, "
+                      "e.g. v5e:4x4, v5p:2x2x2, v4:2x2x1 or v6e:2x4.")
+  if importlib.util.find_spec("libtpu") is None:
+    raise ConfigError("planning for TPU needs libtpu: pip install 'restem_jax[tpu]' (jax[tpu]).")
+  # Planning only compiles: share libtpu with a run or another plan that loaded it.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  try:
+    devices = topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+  except RuntimeError as e:
+    raise ConfigError(f"libtpu cannot describe topology {topology!r}: {e}") from e
+  kind = devices[0].device_kind
+  if kind not in CHIPS:
+    raise ConfigError(f"no published figures for {kind!r} here; known: {sorted(CHIPS)}.")
+  chips = math.prod(int(d) for d in match.group(1).split("x"))
+  return Slice(topology, tuple(devices), CHIPS[kind], max(len(devices) // chips, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """One compiled program on one device: memory, costs and a roofline estimate.
+
+  A program XLA refuses to compile for lack of HBM has `refusal` (the
+  compiler's message), the total the compiler asked for as its peak, and no
+  costs.
+  """
+  name: str
+  shape: str  # What it was compiled for, in the config's terms.
+  peak_bytes: int
+  parts: dict[str, int]  # Named per-device bytes inside the peak.
+  costs: dict[str, tuple[float, float]]  # Part -> (FLOPs, bytes accessed) per device.
+  seconds: dict[str, float]  # Part -> roofline seconds.
+  rates: dict[str, float]  # Derived estimates, e.g. tokens/s over the whole slice.
+  knobs: str  # What to change when it does not fit.
+  refusal: str = ""
+
+  def fits(self, tpu: Slice) -> bool:
+    return not self.refusal and self.peak_bytes <= tpu.hbm_bytes
+
+
+def _compile(compile_fn: Callable[[], Any]) -> tuple[Any, int, str]:
+  """(compiled or None, its peak or the temporaries XLA asked for, XLA's refusal)."""
+  try:
+    compiled = compile_fn()
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    message = str(e).split("RESOURCE_EXHAUSTED:", 1)[-1].strip().splitlines()[0]
+    return None, _required_bytes(message), message
+  return compiled, compiled.memory_analysis().peak_memory_in_bytes, ""
+
+
+def _required_bytes(message: str) -> int:
+  """What XLA's out-of-memory message says the program needs (0 if it does not say).
+
+  Two wordings are known: "the total memory required for HLO temporaries
+  (51.04G) exceeds ..." and "Used 15.75G of 15.75G hbm. Exceeded hbm capacity
+  by 1.03M."; sizes are binary.
+  """
+  size = r"([\d.]+)([KMGT]?)"
+  value = lambda number, unit: float(number) * 1024 ** " KMGT".index(unit or " ")
+  match = re.search(r"required[^(]*\(" + size + r"\)", message)
+  if match:
+    return int(value(*match.groups()))
+  match = re.search(r"of " + size + r" hbm\. Exceeded hbm capacity by " + size, message)
+  if match:
+    return int(value(*match.groups()[:2]) + value(*match.groups()[2:]))
+  return 0
+
+
+def roofline(flops: float, bytes_accessed: float, tpu: Slice) -> float:
+  """Seconds at the device's peak compute or bandwidth, whichever binds."""
+  return max(flops / tpu.peak_flops, bytes_accessed / tpu.hbm_bandwidth)
+
+
+def _costs(compiled: Any) -> tuple[float, float]:
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0))
+
+
+def _shard_bytes(shapes: Any, shardings: Any) -> int:
+  """Bytes one device holds of a tree of arrays with these shardings."""
+  return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+             for x, s in zip(jax.tree.leaves(shapes), jax.tree.leaves(shardings)))
+
+
+def _layer_costs(model: ModelConfig, costs_of: Callable[[ModelConfig], dict[str, Any]]
+                 ) -> dict[str, tuple[float, float]]:
+  """Costs of `model`, from probes of it with 1 and 2 unrolled layers.
+
+  XLA counts a loop body once, so the scanned program under-counts; every
+  layer costs the same, so two small probes give the rest exactly (a fully
+  unrolled probe would need far more memory to compile).
+  """
+  one, two = (costs_of(dataclasses.replace(model, num_layers=n, scan_unroll=n)) for n in (1, 2))
+  more = model.num_layers - 1
+  return {part: tuple(a + more * (b - a) for a, b in zip(one[part], two[part])) for part in one}
+
+
+def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
+                    rules: partitioning.Rules, rows: int, seq_len: int, tpu: Slice,
+                    estimates: bool = True) -> Program:
+  """The M-step's train step on `rows` x `seq_len` tokens (costs only with `estimates`)."""
+  trainer = Trainer(model, optimizer, mesh, rules)
+  compiled, peak, refusal = _compile(lambda: trainer.compile_ahead(rows, seq_len))
+  params = abstract_params(trainer.model)
+  opt_state = jax.eval_shape(trainer.optimizer.init, params)
+  parts = {"parameters": _shard_bytes(params, trainer.param_shardings),
+           "optimizer state": _shard_bytes(opt_state, trainer.state_shardings.opt_state)}
+  temporaries = "activations, gradients, temporaries"
+  name = "M-step train step"
+  shape = f"{rows} rows x {seq_len} tokens, {optimizer.name}"
+  knobs = ("lower FinetuneConfig.batch_size or FinetuneConfig.seq_len, shard the parameters "
+           "and optimizer state over more chips (MeshConfig.fsdp), or set ModelConfig.remat = True")
+  if compiled is None:  # XLA's figure is the whole program's, arguments included.
+    parts[temporaries] = max(peak - sum(parts.values()), 0)
+    return Program(name, shape, sum(parts.values()), parts, {}, {}, {}, knobs, refusal)
+  parts[temporaries] = max(peak - compiled.memory_analysis().argument_size_in_bytes, 0)
+  if not estimates:
+    return Program(name, shape, peak, parts, {}, {}, {}, knobs)
+  cost = _layer_costs(model, lambda probe: {"step": _costs(
+      Trainer(probe, optimizer, mesh, rules).compile_ahead(rows, seq_len))})["step"]
+  seconds = roofline(*cost, tpu)
+  return Program(name, shape, peak, parts, {"step": cost}, {"step": seconds},
+                 {"training tokens/s (slice)": rows * seq_len / seconds}, knobs)
+
+
+def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, batch: int,
+              prompt_len: int, sampling: SamplingConfig) -> int:
+  """The sampler's KV cache on one device: the prompts' keys once, each sample's own."""
+  dtype = jax.numpy.dtype(model.dtype)
+  l, k, d = model.num_layers, model.num_kv_heads, model.head_dim
+  arrays = [((l, batch, k, prompt_len, d), (None, "act_batch", "act_kv_heads", None, None)),
+            ((l, batch, sampling.num_samples, k, sampling.max_new_tokens, d),
+             (None, "act_batch", "act_samples", "act_kv_heads", None, None))]
+  total = 0
+  for shape, names in arrays:
+    sharding = NamedSharding(mesh, partitioning.spec_for(shape, names, mesh, rules))
+    total += 2 * math.prod(sharding.shard_shape(shape)) * dtype.itemsize  # Keys and values.
+  return total
+
+
+def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.Rules,
+                 sampling: SamplingConfig, batch: int, prompt_len: int, tpu: Slice,
+                 knobs: str, estimates: bool = True) -> Program:
+  """One sampler call at its largest bucket: `batch` prompts of `prompt_len` tokens."""
+  sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
+  batch = sampler.batch_buckets[-1]
+  params = abstract_params(Decoder(model))
+  stopping = Stopping((0,))
+  compiled, peak, refusal = _compile(
+      lambda: sampler.compile_ahead(params, sampling, stopping)["sample"])
+  kv = _kv_bytes(model, mesh, rules, batch, prompt_len, sampling)
+  parts = {"parameters": _shard_bytes(params, sampler.param_shardings), "KV cache": kv}
+  shape = (f"{batch} prompts x {sampling.num_samples} samples, {prompt_len} prompt + "
+           f"{sampling.max_new_tokens} new tokens")
+  if compiled is None:  # XLA's figure is the whole program's, arguments included.
+    parts["other temporaries"] = max(peak - sum(parts.values()), 0)
+    return Program(name, shape, sum(parts.values()), parts, {}, {}, {}, knobs, refusal)
+  parts["other temporaries"] = max(peak - parts["parameters"] - kv, 0)
+  if not estimates:
+    return Program(name, shape, peak, parts, {}, {}, {}, knobs)
+
+  def costs_of(probe: ModelConfig) -> dict[str, tuple[float, float]]:
+    compiled = Sampler(probe, mesh, rules, max_prompt_len=prompt_len, max_batch=batch
+                       ).compile_ahead(abstract_params(Decoder(probe)), sampling, stopping,
+                                       parts=True)
+    return {part: _costs(program) for part, program in compiled.items()}
+
+  costs = _layer_costs(model, costs_of)
+  seconds = {part: roofline(*cost, tpu) for part, cost in costs.items()}
+  call = seconds["prefill"] + sampling.max_new_tokens * seconds["decode_step"]
+  rows = batch * sampling.num_samples
+  return Program(name, shape, peak, parts, costs, seconds,
+                 {"decode tokens/s (slice)": rows / seconds["decode_step"],
+                  "samples/s at full length (slice)": rows / call}, knobs)

@@ -1,0 +1,150 @@
+r"""Fit check before renting a pod: compile a run's programs for a TPU topology here.
+
+  python -m restem_jax.plan --gin_file=gin_configs/models/gemma_2b.gin \
+      --gin_file=gin_configs/math.gin --topology=v5e:4x4 [--gin.X=Y]
+
+Needs libtpu (`pip install 'restem_jax[tpu]'`), not a TPU. Compiles the
+M-step train step, the E-step sampler and the evaluation (pass@k) sampler at
+their largest shapes for the topology's devices and the gin files' mesh, and
+prints per device: parameters, optimizer state, KV cache and temporaries
+against HBM; FLOPs and bytes from XLA's cost analysis; and roofline
+estimates of step time and tokens/s from the chip's published peaks. Exits
+with status 1, naming the settings to change, when a program does not fit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Sequence
+
+from absl import app, flags
+
+from restem_jax import main as cli  # Defines --gin_file, --gin_bindings, --gin_search_paths.
+
+# The plan compiles for a topology and runs nothing: leave the host's own
+# accelerators to the runs that use them.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+TOPOLOGY = flags.DEFINE_string(
+    "topology", None, "TPU topology, GENERATION:SHAPE as libtpu names it: v5e:2x2, v5e:4x4, "
+    "v5p:2x2x1, v4:2x2x2, v6e:2x4, ...")
+ESTIMATES = flags.DEFINE_bool(
+    "estimates", True, "Also compile the cost probes (1 and 2 unrolled layers, one prefill, one "
+    "decode step) for FLOPs, bytes and roofline estimates; --noestimates checks the fit only.")
+
+
+def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any]]:
+  """(slice, mesh, model config, planned programs) from the parsed gin configuration."""
+  # pylint: disable=import-outside-toplevel
+  from restem_jax import configurables
+  from restem_jax.engine import planning
+  from restem_jax.engine.config import ModelConfig
+  from restem_jax.engine.partitioning import MeshConfig, make_mesh
+  from restem_jax.engine.sampler import SamplingConfig
+  from restem_jax.engine.trainer import OptimizerConfig
+  from restem_jax.restem.evaluation import EvalConfig
+  from restem_jax.restem.finetune import FinetuneConfig
+  from restem_jax.restem.loop import RestemConfig
+
+  build = configurables.build
+  model, mesh_config, restem = build(ModelConfig), build(MeshConfig), build(RestemConfig)
+  m_step, evaluation = build(FinetuneConfig), build(EvalConfig)
+  tpu = planning.tpu_slice(topology)
+  mesh, rules = make_mesh(mesh_config, tpu.devices), mesh_config.rules
+  e_step = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
+                          top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
+  pass_k = SamplingConfig(num_samples=evaluation.pass_k_samples,
+                          temperature=evaluation.pass_temperature, top_k=0,
+                          top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
+  shard_kv = "shard the KV cache over more chips (MeshConfig.data / fsdp)"
+  programs = [
+      planning.plan_train_step(model, build(OptimizerConfig), mesh, rules, m_step.batch_size,
+                               m_step.seq_len, tpu, estimates),
+      planning.plan_sampler(
+          "E-step sampler", model, mesh, rules, e_step, restem.sample_batch,
+          restem.max_prompt_len, tpu,
+          f"lower RestemConfig.sample_batch (prompts per sampler call; each carries "
+          f"num_samples={restem.num_samples} continuations), RestemConfig.max_new_tokens or "
+          f"max_prompt_len, or {shard_kv}", estimates),
+      planning.plan_sampler(
+          "evaluation sampler (pass@k)", model, mesh, rules, pass_k, restem.sample_batch,
+          restem.max_prompt_len, tpu,
+          f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
+          f"EvalConfig.max_new_tokens, or {shard_kv}", estimates),
+  ]
+  return tpu, mesh, model, programs
+
+
+def _gib(n: float) -> str:
+  return f"{n / 1024 ** 3:.2f} GiB" if n >= 1024 ** 3 / 10 else f"{n / 1024 ** 2:.1f} MiB"
+
+
+def _si(n: float, unit: str) -> str:
+  for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    if n >= scale:
+      return f"{n / scale:.3g} {prefix}{unit}"
+  return f"{n:.3g} {unit}"
+
+
+def report(tpu, mesh, model, programs) -> str:
+  """The plan as text: per-device memory against HBM, costs, estimates, verdicts."""
+  lines = [
+      f"{tpu.name}: {len(tpu.devices)} devices ({tpu.chip.name}, {tpu.devices_per_chip} per chip); "
+      f"per device {_gib(tpu.hbm_bytes)} HBM, {_si(tpu.peak_flops, 'FLOP/s')} bf16 peak, "
+      f"{_si(tpu.hbm_bandwidth, 'B/s')} HBM bandwidth",
+      "mesh: " + " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
+      + f"; model: {_si(model.num_params, '')}parameters ({model.param_dtype} weights, "
+      f"{model.dtype} compute, remat={model.remat})", ""]
+  for p in programs:
+    verdict = "fits" if p.fits(tpu) else "DOES NOT FIT"
+    lines.append(f"{p.name}: {p.shape}")
+    lines.append(f"  memory per device: {_gib(p.peak_bytes)} of {_gib(tpu.hbm_bytes)} "
+                 f"({100 * p.peak_bytes / tpu.hbm_bytes:.0f}%), {verdict}")
+    if p.refusal:
+      lines.append(f"  XLA refused to compile it: {p.refusal}")
+    width = max(len(name) for name in p.parts)
+    lines += [f"    {name:<{width}}  {_gib(size)}" for name, size in p.parts.items()]
+    for part, (flops, nbytes) in p.costs.items():
+      bound = "compute" if flops / tpu.peak_flops >= nbytes / tpu.hbm_bandwidth else "bandwidth"
+      lines.append(f"  {part}: {_si(flops, 'FLOP')}, {_si(nbytes, 'B')} accessed per device; "
+                   f"roofline estimate {p.seconds[part] * 1e3:.3g} ms ({bound}-bound)")
+    lines += [f"  estimate: {name} {_si(rate, '')}" for name, rate in p.rates.items()]
+    lines.append("")
+  failed = [p for p in programs if not p.fits(tpu)]
+  if not failed:
+    lines.append(f"All {len(programs)} programs fit on {tpu.name}."
+                 + (" Estimates assume peak FLOP/s or bandwidth; real steps are slower."
+                    if any(p.costs for p in programs) else ""))
+  for p in failed:
+    lines.append(f"{p.name} needs {_gib(p.peak_bytes)} per device; a {tpu.chip.name} device "
+                 f"has {_gib(tpu.hbm_bytes)}, of which XLA keeps some for itself: {p.knobs}.")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not TOPOLOGY.value:
+    raise app.UsageError("--topology is required, e.g. --topology=v5e:4x4")
+  if not cli.GIN_FILES.value:
+    raise app.UsageError("give the run's --gin_file(s), e.g. gin_configs/models/gemma_2b.gin "
+                         "and gin_configs/math.gin")
+  cli.parse_gin(cli.GIN_FILES.value, cli.BINDINGS.value, cli.SEARCH_PATHS.value)
+  from restem_jax.engine.config import ConfigError  # pylint: disable=import-outside-toplevel
+  try:
+    tpu, mesh, model, programs = plan(TOPOLOGY.value, ESTIMATES.value)
+  except ConfigError as e:
+    raise app.UsageError(str(e)) from e
+  print(report(tpu, mesh, model, programs), flush=True)
+  if not all(p.fits(tpu) for p in programs):
+    sys.exit(1)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main, argv=cli.rewrite_gin_flags(sys.argv))
+
+
+if __name__ == "__main__":
+  run()

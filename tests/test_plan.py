@@ -1,0 +1,157 @@
+"""The fit check: real programs compiled for TPU topologies by libtpu, on this CPU."""
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+
+from restem_jax.engine import partitioning, planning
+from restem_jax.engine.config import ConfigError, ModelConfig
+from restem_jax.engine.partitioning import MeshConfig, make_mesh
+from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.engine.trainer import OptimizerConfig, Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RULES = partitioning.DEFAULT_RULES
+SMALL = ModelConfig(vocab_size=1024, embed_dim=256, num_layers=2, num_heads=4, num_kv_heads=1,
+                    head_dim=64, mlp_dim=1024, dtype="bfloat16")
+ADAMW = OptimizerConfig(name="adamw", max_grad_norm=0.0)
+
+
+def plan_cli(*args):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "restem_jax.plan", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+
+
+class PlanningTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tpu = planning.tpu_slice("v5e:2x2")
+    cls.data_mesh = make_mesh(MeshConfig(), cls.tpu.devices)  # data=4: parameters replicated.
+
+  def test_slice_has_the_chips_published_figures(self):
+    self.assertLen(self.tpu.devices, 4)
+    self.assertEqual(self.tpu.chip.name, "v5e")
+    self.assertEqual(self.tpu.hbm_bytes, 16 * 1024 ** 3)
+    v4 = planning.tpu_slice("v4:2x2x1")  # 4 chips of 2 TensorCores: a device is half a chip.
+    self.assertEqual(v4.devices_per_chip, len(v4.devices) // 4)
+    self.assertEqual(v4.hbm_bytes, 32 * 1024 ** 3 / v4.devices_per_chip)
+    with self.assertRaisesRegex(ConfigError, "GENERATION:SHAPE"):
+      planning.tpu_slice("v5e-16")
+
+  def test_train_step_memory_and_every_layers_flops(self):
+    rows, seq = 16, 128
+    plans = {layers: planning.plan_train_step(dataclasses.replace(SMALL, num_layers=layers),
+                                              ADAMW, self.data_mesh, RULES, rows, seq, self.tpu)
+             for layers in (2, 4)}
+    for layers, plan in plans.items():
+      params = dataclasses.replace(SMALL, num_layers=layers).num_params
+      self.assertTrue(plan.fits(self.tpu))
+      self.assertEqual(plan.parts["parameters"], params * 4)  # float32, replicated.
+      # AdamW keeps two moments shaped like the parameters (and a step count).
+      self.assertBetween(plan.parts["optimizer state"], 2 * params * 4, 2 * params * 4 + 64)
+      self.assertGreaterEqual(plan.peak_bytes, plan.parts["parameters"]
+                              + plan.parts["optimizer state"])
+      # Forward and backward: about 6 FLOPs per parameter and token, split over 4 devices.
+      flops, nbytes = plan.costs["step"]
+      self.assertBetween(flops / (6 * params * rows * seq / 4), 1.0, 1.3)
+      self.assertGreater(nbytes, plan.parts["parameters"])
+      self.assertAlmostEqual(plan.seconds["step"], planning.roofline(flops, nbytes, self.tpu))
+    # Costs count every layer, not the scan's body once: the 1- and 2-layer
+    # extrapolation matches a fully unrolled program.
+    four = dataclasses.replace(SMALL, num_layers=4)
+    unrolled = Trainer(dataclasses.replace(four, scan_unroll=4), ADAMW, self.data_mesh, RULES)
+    flops, nbytes = planning._costs(unrolled.compile_ahead(rows, seq))
+    self.assertAlmostEqual(plans[4].costs["step"][0] / flops, 1.0, delta=0.01)
+    self.assertAlmostEqual(plans[4].costs["step"][1] / nbytes, 1.0, delta=0.05)
+
+  def test_fsdp_shards_parameters_and_optimizer_state(self):
+    fsdp = make_mesh(MeshConfig(data=1, fsdp=-1), self.tpu.devices)
+    replicated, sharded = (planning.plan_train_step(SMALL, ADAMW, mesh, RULES, 16, 128, self.tpu,
+                                                    estimates=False)
+                           for mesh in (self.data_mesh, fsdp))
+    for part in ("parameters", "optimizer state"):
+      # Only the small norm scales stay whole on every device.
+      self.assertBetween(sharded.parts[part], replicated.parts[part] / 4,
+                         replicated.parts[part] / 4 + 4 * 1024 * 4)
+
+  def test_remat_lowers_training_memory(self):
+    base = dataclasses.replace(SMALL, num_layers=4, mlp_dim=4096)
+    plain, remat = (planning.plan_train_step(dataclasses.replace(base, remat=flag), ADAMW,
+                                             self.data_mesh, RULES, 32, 512, self.tpu,
+                                             estimates=False)
+                    for flag in (False, True))
+    key = "activations, gradients, temporaries"
+    self.assertLess(remat.parts[key], 0.8 * plain.parts[key])
+
+  def test_sampler_kv_cache_and_decode_costs(self):
+    sampling = SamplingConfig(num_samples=4, max_new_tokens=32)
+    plan = planning.plan_sampler("E-step sampler", SMALL, self.data_mesh, RULES, sampling,
+                                 batch=8, prompt_len=64, tpu=self.tpu, knobs="")
+    self.assertTrue(plan.fits(self.tpu))
+    # 8 prompts over 4 devices: 2 each, keys and values of the prompt and of every sample.
+    per_layer = 2 * 2 * SMALL.num_kv_heads * SMALL.head_dim * (64 + 4 * 32)  # bfloat16
+    self.assertEqual(plan.parts["KV cache"], SMALL.num_layers * 2 * per_layer)
+    self.assertGreaterEqual(plan.peak_bytes, plan.parts["parameters"] + plan.parts["KV cache"])
+    # One decode step: about 2 FLOPs per parameter for each of the 8 x 4 rows.
+    step_flops = plan.costs["decode_step"][0]
+    self.assertBetween(step_flops / (2 * SMALL.num_params * 8 * 4 / 4), 1.0, 1.5)
+    self.assertGreater(plan.costs["prefill"][0], step_flops)
+    self.assertAlmostEqual(plan.rates["decode tokens/s (slice)"],
+                           8 * 4 / plan.seconds["decode_step"])
+
+  def test_oversized_program_is_refused_with_xlas_figure(self):
+    huge = dataclasses.replace(SMALL, vocab_size=2_000_000, embed_dim=2048)
+    plan = planning.plan_train_step(huge, ADAMW, self.data_mesh, RULES, 16, 128, self.tpu,
+                                    estimates=False)
+    self.assertFalse(plan.fits(self.tpu))
+    self.assertIn("HBM", plan.refusal)
+    self.assertGreater(plan.peak_bytes, self.tpu.hbm_bytes)
+    self.assertGreaterEqual(plan.peak_bytes, huge.num_params * 4 * 3)  # Params, 2 moments.
+    self.assertFalse(plan.costs)
+
+  def test_required_bytes_reads_xlas_message(self):
+    message = ("Ran out of memory on HBM, the total memory required for HLO temporaries "
+               "(51.04G) exceeds available HBM (15.75G).")
+    self.assertEqual(planning._required_bytes(message), math.floor(51.04 * 1024 ** 3))
+    message = ("E1000: CompileTimeHbmOom: XLA:TPU compile permanent error. Ran out of memory in "
+               "memory space hbm. Used 15.75G of 15.75G hbm. Exceeded hbm capacity by 1.03M.")
+    self.assertEqual(planning._required_bytes(message),
+                     math.floor(15.75 * 1024 ** 3 + 1.03 * 1024 ** 2))
+    self.assertEqual(planning._required_bytes("out of memory"), 0)
+
+
+class PlanCommandTest(absltest.TestCase):
+
+  def test_micro_run_fits_a_small_slice(self):
+    result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e:2x2")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    for name in ("M-step train step", "E-step sampler", "evaluation sampler (pass@k)"):
+      self.assertIn(f"{name}: ", result.stdout)
+    self.assertIn("roofline estimate", result.stdout)
+    self.assertIn("All 3 programs fit on v5e:2x2", result.stdout)
+
+  def test_oversized_config_is_refused_naming_the_knobs(self):
+    result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e:2x2",
+                      "--gin.ModelConfig.vocab_size=2000000", "--gin.ModelConfig.embed_dim=2048",
+                      "--noestimates")
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertIn("DOES NOT FIT", result.stdout)
+    self.assertIn("M-step train step needs", result.stdout)
+    for knob in ("FinetuneConfig.batch_size", "MeshConfig.fsdp", "ModelConfig.remat"):
+      self.assertIn(knob, result.stdout)
+
+  def test_bad_topology_is_a_usage_error(self):
+    result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e-16")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("GENERATION:SHAPE", result.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
