@@ -106,9 +106,14 @@ def report(tpu, mesh, model, programs) -> str:
     width = max(len(name) for name in p.parts)
     lines += [f"    {name:<{width}}  {_gib(size)}" for name, size in p.parts.items()]
     for part, (flops, nbytes) in p.costs.items():
-      bound = "compute" if flops / tpu.peak_flops >= nbytes / tpu.hbm_bandwidth else "bandwidth"
-      lines.append(f"  {part}: {_si(flops, 'FLOP')}, {_si(nbytes, 'B')} accessed per device; "
-                   f"roofline estimate {p.seconds[part] * 1e3:.3g} ms ({bound}-bound)")
+      used = max(flops, p.flops[part])
+      bound = "compute" if used / tpu.peak_flops >= nbytes / tpu.hbm_bandwidth else "bandwidth"
+      lines.append(f"  {part} per device: XLA counts {_si(flops, 'FLOP')} and "
+                   f"{_si(nbytes, 'B')} accessed; the model has {_si(p.flops[part], 'FLOP')}")
+      if flops < 0.9 * p.flops[part]:
+        lines.append("    (XLA counts once the loops it adds for sharded matmuls; the "
+                     "estimate uses the model's FLOPs)")
+      lines.append(f"    roofline estimate {p.seconds[part] * 1e3:.3g} ms ({bound}-bound)")
     lines += [f"  estimate: {name} {_si(rate, '')}" for name, rate in p.rates.items()]
     lines.append("")
   failed = [p for p in programs if not p.fits(tpu)]

@@ -220,8 +220,10 @@ class Decoder(nn.Module):
     if cfg.scale_embeddings:
       x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
     x = partitioning.constrain(x, ("act_batch", "act_samples", "act_length", "act_embed"))
-    # Inside a rolled scan CSE cannot undo the recomputation; unrolled copies need the guard.
-    block = nn.remat(Block, prevent_cse=cfg.scan_unroll > 1) if cfg.remat else Block
+    # Only a body that runs as a loop (one layer per iteration, several iterations)
+    # keeps XLA's CSE from undoing the recomputation; unrolled copies need the guard.
+    looped = cfg.scan_unroll == 1 and cfg.num_layers > 1
+    block = nn.remat(Block, prevent_cse=not looped) if cfg.remat else Block
     layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
