@@ -120,7 +120,7 @@ class Program:
 
 
 def _compile(compile_fn: Callable[[], Any]) -> tuple[Any, int, str]:
-  """(compiled or None, its peak or the temporaries XLA asked for, XLA's refusal)."""
+  """(compiled or None, its peak or the total XLA asked for, XLA's refusal)."""
   try:
     compiled = compile_fn()
   except jax.errors.JaxRuntimeError as e:
@@ -161,7 +161,7 @@ def model_flops(model: ModelConfig, rows: int, length: int, context: int, head_t
   Counted from the architecture, as MaxText does: XLA's cost analysis counts
   once the loops it adds itself (collective matmuls under FSDP), so at scale
   it can report fewer FLOPs than the program runs. Training is three forward
-  passes' worth, four with remat.
+  passes' worth, plus the layers' forward again with remat.
   """
   e, h, k, d = model.embed_dim, model.num_heads, model.num_kv_heads, model.head_dim
   layer_params = model.num_layers * (e * d * (2 * h + 2 * k) + 3 * e * model.mlp_dim)
