@@ -1,5 +1,8 @@
 """The KV-cache sampler: exactness, stopping, sampling filters, randomness, buckets."""
 
+import dataclasses
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ from absl.testing import absltest
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError
 from restem_jax.engine.model import Decoder, forward
+from restem_jax.engine.params import abstract_params
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
 from tests.utils import TINY, random_prompts, tiny_params
 
@@ -101,6 +105,19 @@ class SamplerTest(absltest.TestCase):
     self.assertEqual(sampler.num_compilations, 4)
     sampler.sample(self.params, [[1, 2]], config)  # A new bucket (1, 16) compiles once more.
     self.assertEqual(sampler.num_compilations, 5)
+
+  def test_prefill_runs_the_head_at_the_last_position_only(self):
+    config = dataclasses.replace(TINY, vocab_size=136)  # No other dimension is 136.
+    mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+    sampler = Sampler(config, mesh, max_prompt_len=32, max_batch=4)
+    abstract = abstract_params(Decoder(config))
+    hlo = sampler.compile_ahead(abstract, GREEDY)["sample"].as_text()
+    # A [.., 32 prompt positions, vocab] array would be the head over the whole prompt.
+    whole_prompt_head = re.compile(r"\[[\d,]*\b32,136\]")
+    self.assertIsNone(whole_prompt_head.search(hlo))
+    full = jax.jit(lambda p, t: forward(Decoder(config), p, t)).lower(
+        abstract, jax.ShapeDtypeStruct((4, 32), jnp.int32)).compile().as_text()
+    self.assertIsNotNone(whole_prompt_head.search(full))  # The pattern does find a full head.
 
   def test_large_batches_are_split_into_chunks(self):
     sampler = make_sampler(max_batch=2)

@@ -204,12 +204,14 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens: Array, positions: Array, own_mask: Array,
                prefix: KV | None = None, prefix_mask: Array | None = None,
-               cache: KV | None = None, cache_index: Array | None = None
-               ) -> tuple[Array, KV]:
+               cache: KV | None = None, cache_index: Array | None = None,
+               last_only: bool = False) -> tuple[Array, KV]:
     """Returns float32 logits [B, N, T, vocab] and this call's keys/values.
 
     Without `cache`, the returned KV holds the keys of `tokens`
     ([layers, B, N, kv_heads, T, head_dim]); with it, the updated cache.
+    `last_only` computes the vocabulary head at the last position only
+    (logits [B, N, 1, vocab]): a prefill needs nothing else.
     """
     cfg = self.cfg
     embedding = self.param(
@@ -231,6 +233,8 @@ class Decoder(nn.Module):
         metadata_params={nn.PARTITION_NAME: "layers"})
     x, kv = layers(cfg, name="layers")(x, (prefix, cache), positions, own_mask,
                                        prefix_mask, cache_index)
+    if last_only:
+      x = x[:, :, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
       head = embedding.T

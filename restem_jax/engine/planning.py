@@ -270,8 +270,8 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
 
   costs = _layer_costs(model, costs_of)
   rows = batch * sampling.num_samples
-  # Prefill runs the head at every prompt position; a step attends to prompt and samples.
-  flops = {"prefill": model_flops(model, batch, prompt_len, prompt_len, batch * prompt_len),
+  # Prefill runs the head at each prompt's last position; a step attends to prompt and samples.
+  flops = {"prefill": model_flops(model, batch, prompt_len, prompt_len, batch),
            "decode_step": model_flops(model, rows, 1, prompt_len + sampling.max_new_tokens, rows)}
   flops = {part: f / len(tpu.devices) for part, f in flops.items()}
   seconds = {part: roofline(max(cost[0], flops[part]), cost[1], tpu)

@@ -212,8 +212,10 @@ class Sampler:
     """Runs the prompts once; returns what every step reads and the loop's first state."""
     b, n, g = tokens.shape[0], config.num_samples, config.max_new_tokens
     cfg = self.model.cfg
+    # Prompts are left-padded: the last position is every row's last prompt token.
     logits, prefix = self.model.apply({"params": params}, tokens[:, None],
-                                      positions_of(valid)[:, None], causal_mask(valid[:, None]))
+                                      positions_of(valid)[:, None], causal_mask(valid[:, None]),
+                                      last_only=True)
     prefix = KV(*(partitioning.constrain(a[:, :, 0], (None, "act_batch", "act_kv_heads", None, None))
                   for a in prefix))
     row_keys = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(n)))(keys)
