@@ -135,6 +135,12 @@ def tree_shardings(abstract_tree: Any, names_tree: Any, mesh: Mesh, rules: Rules
       is_leaf=lambda n: isinstance(n, PartitionSpec))
 
 
+def abstract_on(shapes: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying these shardings: inputs for ahead-of-time lowering."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      shapes, shardings)
+
+
 def param_names(boxed_params: Any) -> Any:
   """Logical axis names of boxed Flax params, as PartitionSpecs of names."""
   return nn.get_partition_spec(boxed_params)

@@ -266,9 +266,7 @@ class Sampler:
     sharding = partitioning.batch_sharding(self.mesh, self.rules)
     batch, length = self.batch_buckets[-1], self.prompt_buckets[-1]
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-    placed = lambda shapes, shardings: jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-    params = placed(abstract_params, self.param_shardings)
+    params = partitioning.abstract_on(abstract_params, self.param_shardings)
     inputs = (params, spec((batch, length), jnp.int32), spec((batch, length), jnp.bool_),
               spec((batch, 2), jnp.uint32), spec((batch,), jnp.bool_))
     if not parts:
@@ -282,7 +280,8 @@ class Sampler:
 
     prefill_fn = lambda *a: self._prefill(config, *a)
     prefill = jax.jit(in_context(prefill_fn)).lower(*inputs).compile()
-    context, state = placed(jax.eval_shape(prefill_fn, *inputs), prefill.output_shardings)
+    context, state = partitioning.abstract_on(jax.eval_shape(prefill_fn, *inputs),
+                                              prefill.output_shardings)
     step = jax.jit(in_context(lambda p, c, s: self._step(config, stopping, p, c, s)))
     return {"prefill": prefill, "decode_step": step.lower(params, context, state).compile()}
 

@@ -177,8 +177,7 @@ class Trainer:
     abstract = abstract_params(self.model)
     state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract,
                        jax.eval_shape(self.optimizer.init, abstract))
-    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                         state, self.state_shardings)
+    state = partitioning.abstract_on(state, self.state_shardings)
     batch = {name: jax.ShapeDtypeStruct((rows,) if name == "reward" else (rows, seq_len), dtype,
                                         sharding=self.batch_sharding)
              for name, dtype in BATCH_DTYPES.items()}
