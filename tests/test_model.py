@@ -8,7 +8,7 @@ from absl.testing import absltest, parameterized
 from restem_jax.engine import params as P
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
-from restem_jax.engine.model import KV, Decoder, causal_mask, forward
+from restem_jax.engine.model import KV, Decoder, causal_mask, decode_step, forward, unstack_layers
 from tests.utils import TINY, tiny_params
 
 VARIANTS = {
@@ -41,14 +41,16 @@ class ModelTest(parameterized.TestCase):
     logits, prefix = apply({"params": params}, tokens[:, None, :p], positions[:, None],
                                  causal_mask(valid[:, None]))
     np.testing.assert_allclose(logits[:, 0], full[:, :p], atol=1e-4)
-    prefix = KV(prefix.k[:, :, 0], prefix.v[:, :, 0])
-    shape = (cfg.num_layers, 2, 1, cfg.num_kv_heads, g, cfg.head_dim)
-    cache = KV(jnp.zeros(shape), jnp.zeros(shape))
+    layers = unstack_layers(params)
+    prefix = tuple(KV(prefix.k[i, :, 0], prefix.v[i, :, 0]) for i in range(cfg.num_layers))
+    shape = (2, 1, cfg.num_kv_heads, g, cfg.head_dim)
+    cache = tuple(KV(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(cfg.num_layers))
+    step_fn = jax.jit(lambda *a: decode_step(cfg, params, layers, *a))
     for t in range(g):
-      step, cache = apply(
-          {"params": params}, tokens[:, None, p + t:p + t + 1], jnp.full((2, 1, 1), p + t),
-          jnp.broadcast_to(jnp.arange(g) <= t, (2, 1, 1, g)), prefix=prefix, prefix_mask=valid,
-          cache=cache, cache_index=t)
+      index = jnp.full((2, 1), t)
+      step, cache = step_fn(tokens[:, None, p + t:p + t + 1], jnp.full((2, 1, 1), p + t),
+                            jnp.broadcast_to(jnp.arange(g) <= t, (2, 1, 1, g)), prefix, valid,
+                            cache, index)
       np.testing.assert_allclose(step[:, 0, 0], full[:, p + t], atol=1e-4)
 
   def test_left_padding_does_not_change_logits(self):

@@ -16,6 +16,7 @@ import glob
 import os
 import tempfile
 
+import numpy as np
 from absl.testing import absltest
 
 from restem_jax import convert
@@ -23,7 +24,7 @@ from restem_jax.checkpoint_io import hf_config, vocabularies
 from restem_jax.checkpoint_io.loading import load_model
 from restem_jax.engine import partitioning
 from restem_jax.engine.engine import Engine
-from restem_jax.engine.sampler import Stopping
+from restem_jax.engine.sampler import Samples, Stopping
 from restem_jax.engine.trainer import OptimizerConfig
 from restem_jax.restem import e_step, loop
 from restem_jax.restem.evaluation import EvalConfig
@@ -80,20 +81,24 @@ class ModelConventionsTest(absltest.TestCase):
     task = _task(f"conventions_{family}", vocab, bos_text)
 
     sampled, generated, batches = [], [], []
-    sample, generate = engine.sampler.sample, engine.generate
+    stream, engine_stream = engine.sampler.stream, engine.stream
 
-    def watch_sample(params, prompts, config, seed=0, prompt_ids=None, stopping=Stopping(),
-                     progress=None):
-      out = sample(params, prompts, config, seed, prompt_ids, stopping, progress)
-      sampled.append((params, prompts, config, seed, prompt_ids, stopping, out))
-      return out
+    def collect(rows, n):
+      rows = dict(rows)
+      return Samples(*(np.stack([rows[i][k] for i in range(n)]) for k in range(3)))
 
-    def watch_generate(params, prompts, config, *args, **kwargs):
-      out = generate(params, prompts, config, *args, **kwargs)
-      generated.append((prompts, config, out))
-      return out
+    def watch_stream(params, prompts, config, seed=0, prompt_ids=None, stopping=Stopping()):
+      rows = list(stream(params, prompts, config, seed, prompt_ids, stopping))
+      sampled.append((params, prompts, config, seed, prompt_ids, stopping,
+                      collect(rows, len(prompts))))
+      yield from rows
 
-    engine.sampler.sample, engine.generate = watch_sample, watch_generate
+    def watch_engine_stream(params, prompts, config, *args, **kwargs):
+      rows = list(engine_stream(params, prompts, config, *args, **kwargs))
+      generated.append((prompts, config, [row for _, row in sorted(rows, key=lambda r: r[0])]))
+      yield from rows
+
+    engine.sampler.stream, engine.stream = watch_stream, watch_engine_stream
     optimizer = OptimizerConfig(name="adamw", learning_rate=1e-3)
     trainer = engine.trainer(optimizer)
     step = trainer.step
@@ -103,7 +108,7 @@ class ModelConventionsTest(absltest.TestCase):
     loop.run(workdir, engine, task, RESTEM,
              FinetuneConfig(batch_size=4, max_steps=2, eval_every=2, seq_len=48), optimizer,
              EVAL, make_base=functools.partial(convert.base_from_pretrained, source=hf_dir))
-    engine.sampler.sample = sample
+    engine.sampler.stream = stream
 
     # Every prompt of every sampler call (evaluation and E-step): exactly one BOS, first.
     self.assertNotEmpty(sampled)
@@ -123,7 +128,7 @@ class ModelConventionsTest(absltest.TestCase):
     stopped_on = set()
     for params, prompts, config, seed, ids, stopping, out in sampled:
       self.assertEqual(stopping.eos_ids, eos_ids)
-      free = sample(params, prompts, config, seed, ids, Stopping())
+      free = collect(stream(params, prompts, config, seed, ids, Stopping()), len(prompts))
       for row_free, row_tokens, row_lengths in zip(free.tokens, out.tokens, out.lengths):
         for f, t, n in zip(row_free, row_tokens, row_lengths):
           self.assertEqual(t[:n].tolist(), f[:n].tolist())

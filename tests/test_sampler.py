@@ -93,33 +93,50 @@ class SamplerTest(absltest.TestCase):
     alone = sampler.sample(self.params, self.prompts[2:3], config, seed=7, prompt_ids=[2])
     np.testing.assert_array_equal(alone.tokens[0], a.tokens[2])
 
-  def test_compiles_once_per_bucket(self):
+  def test_compiles_once_per_prompt_bucket_whatever_the_mix(self):
     sampler = make_sampler(max_prompt_len=64, min_prompt_bucket=16, max_batch=4)
-    config = SamplingConfig(temperature=0.0, max_new_tokens=3)
-    # 12 batches of 12 different (size, longest prompt) pairs fall in 2 x 2 buckets.
-    sizes = [(batch, longest) for batch in (2, 3) for longest in (17, 20, 25, 30, 33, 40)]
+    config = SamplingConfig(num_samples=3, temperature=1.0, max_new_tokens=5)
+    eos = Stopping.of([5, 9])  # Samples end at different steps: slots free at different times.
+    # 12 calls of 12 different (size, longest prompt) pairs fall in 2 prompt buckets.
+    sizes = [(batch, longest) for batch in (2, 7) for longest in (17, 20, 25, 30, 33, 40)]
     for batch, longest in sizes + sizes:  # The second pass must compile nothing.
       prompts = random_prompts(batch, TINY.vocab_size, low=2, high=longest, seed=longest)
       prompts[0] = list(range(1, longest + 1))
-      sampler.sample(self.params, prompts, config)
-    self.assertEqual(sampler.num_compilations, 4)
-    sampler.sample(self.params, [[1, 2]], config)  # A new bucket (1, 16) compiles once more.
-    self.assertEqual(sampler.num_compilations, 5)
+      sampler.sample(self.params, prompts, config, stopping=eos)
+      if (batch, longest) == sizes[-1]:
+        first_pass = dict(sampler.compilations)
+    self.assertEqual(sampler.compilations, first_pass)
+    # One program of each kind per prompt bucket (32, 64), plus the weights' unstacking.
+    self.assertEqual(dict(sampler.compilations),
+                     {"empty": 2, "prefill": 2, "decode": 2, "collect": 2})
+    sampler.sample(self.params, [[1, 2]], config, stopping=eos)  # Bucket 16: once more each.
+    self.assertEqual(sampler.compilations["decode"], 3)
 
-  def test_prefill_runs_the_head_at_the_last_position_only(self):
-    config = dataclasses.replace(TINY, vocab_size=136)  # No other dimension is 136.
-    mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-    sampler = Sampler(config, mesh, max_prompt_len=32, max_batch=4)
-    abstract = abstract_params(Decoder(config))
-    hlo = sampler.compile_ahead(abstract, GREEDY)["sample"].as_text()
-    # A [.., 32 prompt positions, vocab] array would be the head over the whole prompt.
-    whole_prompt_head = re.compile(r"\[[\d,]*\b32,136\]")
-    self.assertIsNone(whole_prompt_head.search(hlo))
-    full = jax.jit(lambda p, t: forward(Decoder(config), p, t)).lower(
-        abstract, jax.ShapeDtypeStruct((4, 32), jnp.int32)).compile().as_text()
-    self.assertIsNotNone(whole_prompt_head.search(full))  # The pattern does find a full head.
+  def test_slots_and_lanes_change_no_sample(self):
+    # 5 prompts x 6 samples through 1 slot of 2 lanes (every sample waits its turn),
+    # 2 slots of 3 lanes and 8 slots of 6: the same tokens, log-probs and lengths.
+    config = SamplingConfig(num_samples=6, temperature=1.0, top_k=0, max_new_tokens=6)
+    eos = Stopping.of([3, 7, 11])
+    runs = [make_sampler(max_batch=b, lanes=m, refill=r).sample(
+        self.params, self.prompts, config, seed=5, stopping=eos)
+            for b, m, r in ((1, 2, 1), (2, 3, 1), (8, 6, 4))]
+    self.assertGreater(len(set(runs[0].lengths.ravel().tolist())), 2)  # Mixed lengths.
+    for run in runs[1:]:
+      np.testing.assert_array_equal(run.tokens, runs[0].tokens)
+      np.testing.assert_array_equal(run.lengths, runs[0].lengths)
+      np.testing.assert_allclose(run.logprobs, runs[0].logprobs, atol=1e-5)
 
-  def test_large_batches_are_split_into_chunks(self):
+  def test_stream_yields_prompts_as_they_finish(self):
+    sampler = make_sampler(max_batch=2, refill=1)
+    greedy = sampler.sample(self.params, self.prompts[:1], GREEDY)
+    # Prompt 0 stops at once (its first greedy token is an EOS); the rest run 10 steps.
+    stopping = Stopping.of([int(greedy.tokens[0, 0, 0])])
+    prompts = [self.prompts[1], self.prompts[0]] + self.prompts[2:]
+    order = [i for i, _ in sampler.stream(self.params, prompts, GREEDY, stopping=stopping)]
+    self.assertEqual(sorted(order), list(range(len(prompts))))
+    self.assertEqual(order[0], 1)
+
+  def test_more_prompts_than_slots_refill_the_slots(self):
     sampler = make_sampler(max_batch=2)
     out = sampler.sample(self.params, self.prompts, GREEDY)
     ref = make_sampler(max_batch=8).sample(self.params, self.prompts, GREEDY)

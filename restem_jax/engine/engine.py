@@ -11,7 +11,7 @@ evaluation and the SFT control cannot disagree on BOS, EOS or shardings.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -154,9 +154,19 @@ class Engine:
     """
     out = self.sample(params, [self.encode_prompt(p) for p in prompts], config, seed,
                       prompt_ids, self.stopping(stop_strings), desc)
-    return [[self._completion(tokens[:length], logprobs[:length], stop_strings)
-             for tokens, length, logprobs in zip(*row)]
-            for row in zip(out.tokens, out.lengths, out.logprobs)]
+    return [self._completions(row, stop_strings) for row in zip(*out)]
+
+  def stream(self, params: Any, prompts: Sequence[str], config: SamplingConfig, seed: int,
+             prompt_ids: Sequence[int], stop_strings: Sequence[str] = ()
+             ) -> Iterator[tuple[int, list[Completion]]]:
+    """As `generate`, but yields (i, prompt i's completions) as each prompt finishes."""
+    for i, row in self.sampler.stream(params, [self.encode_prompt(p) for p in prompts], config,
+                                      seed, prompt_ids, self.stopping(stop_strings)):
+      yield i, self._completions(row, stop_strings)
+
+  def _completions(self, row: Samples, stop_strings: Sequence[str]) -> list[Completion]:
+    return [self._completion(tokens[:length], logprobs[:length], stop_strings)
+            for tokens, length, logprobs in zip(*row)]
 
   def _completion(self, tokens: np.ndarray, logprobs: np.ndarray,
                   stop_strings: Sequence[str]) -> Completion:

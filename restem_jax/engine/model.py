@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -147,9 +147,11 @@ class Attention(nn.Module):
     # Heads before length: a decode step then writes one contiguous slice
     # and XLA never transposes the whole cache.
     new = KV(kk.transpose(0, 1, 3, 2, 4), vv.transpose(0, 1, 3, 2, 4))
-    if cache is not None:
-      new = KV(*(jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), cache_index, axis=3)
-                 for c, n in zip(cache, new)))
+    if cache is not None:  # One new position per row, each at its own index.
+      b, n = cache_index.shape
+      rows, lanes = jnp.arange(b)[:, None], jnp.arange(n)[None, :]
+      new = KV(*(c.at[rows, lanes, :, cache_index].set(x[:, :, :, 0].astype(c.dtype))
+                 for c, x in zip(cache, new)))
     new = KV(*(partitioning.constrain(a, ("act_batch", "act_samples", "act_kv_heads", None, None))
                for a in new))
     own = KV(new.k.astype(q.dtype), new.v.astype(q.dtype))
@@ -197,31 +199,37 @@ class Block(nn.Module):
     return x, kv
 
 
+def _embed(cfg: ModelConfig, embedding: Array, tokens: Array) -> Array:
+  x = jnp.take(embedding, tokens, axis=0).astype(jnp.dtype(cfg.dtype))
+  if cfg.scale_embeddings:
+    x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
+  return partitioning.constrain(x, ("act_batch", "act_samples", "act_length", "act_embed"))
+
+
+def _logits(x: Array, head: Array) -> Array:
+  logits = jnp.einsum("bnte,ev->bntv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
+  return partitioning.constrain(logits, ("act_batch", "act_samples", "act_length", "act_vocab"))
+
+
 class Decoder(nn.Module):
   """The decoder. See the module docstring for the segment layout."""
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, tokens: Array, positions: Array, own_mask: Array,
-               prefix: KV | None = None, prefix_mask: Array | None = None,
-               cache: KV | None = None, cache_index: Array | None = None,
                last_only: bool = False) -> tuple[Array, KV]:
-    """Returns float32 logits [B, N, T, vocab] and this call's keys/values.
+    """Returns float32 logits [B, N, T, vocab] and the keys/values of `tokens`.
 
-    Without `cache`, the returned KV holds the keys of `tokens`
-    ([layers, B, N, kv_heads, T, head_dim]); with it, the updated cache.
-    `last_only` computes the vocabulary head at the last position only
-    (logits [B, N, 1, vocab]): a prefill needs nothing else.
+    The KV is [layers, B, N, kv_heads, T, head_dim]. `last_only` computes the
+    vocabulary head at the last position only (logits [B, N, 1, vocab]): a
+    prefill needs nothing else. Decoding with a cache is `decode_step`.
     """
     cfg = self.cfg
     embedding = self.param(
         "embedding",
         nn.with_logical_partitioning(_dense_init(cfg.embed_dim), ("vocab", "embed")),
         (cfg.vocab_size, cfg.embed_dim), jnp.dtype(cfg.param_dtype))
-    x = jnp.take(embedding, tokens, axis=0).astype(jnp.dtype(cfg.dtype))
-    if cfg.scale_embeddings:
-      x = x * jnp.asarray(cfg.embed_dim ** 0.5, x.dtype)
-    x = partitioning.constrain(x, ("act_batch", "act_samples", "act_length", "act_embed"))
+    x = _embed(cfg, embedding, tokens)
     # Only a body that runs as a loop (one layer per iteration, several iterations)
     # keeps XLA's CSE from undoing the recomputation; unrolled copies need the guard.
     looped = cfg.scan_unroll == 1 and cfg.num_layers > 1
@@ -231,8 +239,7 @@ class Decoder(nn.Module):
         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         length=cfg.num_layers, unroll=cfg.scan_unroll,
         metadata_params={nn.PARTITION_NAME: "layers"})
-    x, kv = layers(cfg, name="layers")(x, (prefix, cache), positions, own_mask,
-                                       prefix_mask, cache_index)
+    x, kv = layers(cfg, name="layers")(x, (None, None), positions, own_mask, None, None)
     if last_only:
       x = x[:, :, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
@@ -242,10 +249,36 @@ class Decoder(nn.Module):
       head = self.param(
           "head", nn.with_logical_partitioning(_dense_init(cfg.embed_dim), ("embed", "vocab")),
           (cfg.embed_dim, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
-    logits = jnp.einsum("bnte,ev->bntv", x, head.astype(x.dtype),
-                        preferred_element_type=jnp.float32)
-    logits = partitioning.constrain(logits, ("act_batch", "act_samples", "act_length", "act_vocab"))
-    return logits, kv
+    return _logits(x, head), kv
+
+
+def unstack_layers(params) -> tuple:
+  """The scanned layers' parameters as one tree per layer (for `decode_step`)."""
+  return tuple(jax.tree.map(lambda a, i=i: a[i], params["layers"])
+               for i in range(jax.tree.leaves(params["layers"])[0].shape[0]))
+
+
+def decode_step(cfg: ModelConfig, params, layers: Sequence, tokens: Array, positions: Array,
+                own_mask: Array, prefix: Sequence[KV], prefix_mask: Array,
+                cache: Sequence[KV], cache_index: Array) -> tuple[Array, tuple[KV, ...]]:
+  """One decode step of `Decoder` with its layers unrolled: logits [B, N, 1, vocab] and the cache.
+
+  Each layer's weights (`layers`, from `unstack_layers`), prompt keys and
+  cache are arrays of their own: inside a decode loop, slicing a layer out
+  of stacked [layers, ...] arrays copies it at every step (the weights, and
+  a scan's stacked cache twice over); here nothing is copied and each
+  layer's cache is updated in place.
+  """
+  x = _embed(cfg, params["embedding"], tokens)
+  block = Block(cfg)
+  new_cache = []
+  for layer, layer_prefix, layer_cache in zip(layers, prefix, cache):
+    x, kv = block.apply({"params": layer}, x, (layer_prefix, layer_cache), positions, own_mask,
+                        prefix_mask, cache_index)
+    new_cache.append(kv)
+  x = RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
+  head = params["embedding"].T if cfg.tie_embeddings else params["head"]
+  return _logits(x, head), tuple(new_cache)
 
 
 def positions_of(valid: Array) -> Array:

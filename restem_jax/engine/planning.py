@@ -226,39 +226,42 @@ def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
                  {"training tokens/s (slice)": rows * seq_len / seconds}, knobs)
 
 
-def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, batch: int,
+def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: int, lanes: int,
               prompt_len: int, sampling: SamplingConfig) -> int:
-  """The sampler's KV cache on one device: the prompts' keys once, each sample's own."""
+  """The sampler's KV cache on one device: each slot's prompt keys once, each lane's own."""
   dtype = jax.numpy.dtype(model.dtype)
   l, k, d = model.num_layers, model.num_kv_heads, model.head_dim
-  arrays = [((l, batch, k, prompt_len, d), (None, "act_batch", "act_kv_heads", None, None)),
-            ((l, batch, sampling.num_samples, k, sampling.max_new_tokens, d),
-             (None, "act_batch", "act_samples", "act_kv_heads", None, None))]
+  arrays = [((slots, k, prompt_len, d), ("act_batch", "act_kv_heads", None, None)),
+            ((slots, lanes, k, sampling.max_new_tokens, d),
+             ("act_batch", "act_samples", "act_kv_heads", None, None))]
   total = 0
   for shape, names in arrays:
     sharding = NamedSharding(mesh, partitioning.spec_for(shape, names, mesh, rules))
-    total += 2 * math.prod(sharding.shard_shape(shape)) * dtype.itemsize  # Keys and values.
+    total += 2 * l * math.prod(sharding.shard_shape(shape)) * dtype.itemsize  # Keys and values.
   return total
 
 
 def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.Rules,
                  sampling: SamplingConfig, batch: int, prompt_len: int, tpu: Slice,
                  knobs: str, estimates: bool = True) -> Program:
-  """One sampler call at its largest bucket: `batch` prompts of `prompt_len` tokens."""
+  """The sampler's decode loop at its largest bucket: `batch` prompt slots of `prompt_len` tokens."""
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
-  batch = sampler.batch_buckets[-1]
+  slots, lanes = sampler.slots, sampler.lanes_for(sampling)
   params = abstract_params(Decoder(model))
   stopping = Stopping((0,))
   compiled, peak, refusal = _compile(
-      lambda: sampler.compile_ahead(params, sampling, stopping)["sample"])
-  kv = _kv_bytes(model, mesh, rules, batch, prompt_len, sampling)
-  parts = {"parameters": _shard_bytes(params, sampler.param_shardings), "KV cache": kv}
-  shape = (f"{batch} prompts x {sampling.num_samples} samples, {prompt_len} prompt + "
-           f"{sampling.max_new_tokens} new tokens")
+      lambda: sampler.compile_ahead(params, sampling, stopping)["decode"])
+  kv = _kv_bytes(model, mesh, rules, slots, lanes, prompt_len, sampling)
+  weights = _shard_bytes(params, sampler.param_shardings)
+  # The decode loop reads per-layer copies of the layer weights (made once per call).
+  layer_weights = _shard_bytes(params["layers"], sampler.param_shardings["layers"])
+  parts = {"parameters": weights, "per-layer weight copies": layer_weights, "KV cache": kv}
+  shape = (f"{slots} prompt slots x {lanes} lanes ({sampling.num_samples} samples each), "
+           f"{prompt_len} prompt + {sampling.max_new_tokens} new tokens")
   if compiled is None:  # XLA's figure is the whole program's, arguments included.
     parts["other temporaries"] = max(peak - sum(parts.values()), 0)
     return Program(name, shape, sum(parts.values()), parts, {}, {}, {}, {}, knobs, refusal)
-  parts["other temporaries"] = max(peak - parts["parameters"] - kv, 0)
+  parts["other temporaries"] = max(peak - weights - layer_weights - kv, 0)
   if not estimates:
     return Program(name, shape, peak, parts, {}, {}, {}, {}, knobs)
 
@@ -269,14 +272,16 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
     return {part: _costs(program) for part, program in compiled.items()}
 
   costs = _layer_costs(model, costs_of)
-  rows = batch * sampling.num_samples
+  rows = slots * lanes
   # Prefill runs the head at each prompt's last position; a step attends to prompt and samples.
-  flops = {"prefill": model_flops(model, batch, prompt_len, prompt_len, batch),
+  flops = {"prefill": model_flops(model, sampler.refill, prompt_len, prompt_len, sampler.refill),
            "decode_step": model_flops(model, rows, 1, prompt_len + sampling.max_new_tokens, rows)}
   flops = {part: f / len(tpu.devices) for part, f in flops.items()}
   seconds = {part: roofline(max(cost[0], flops[part]), cost[1], tpu)
              for part, cost in costs.items()}
-  call = seconds["prefill"] + sampling.max_new_tokens * seconds["decode_step"]
+  # Every prompt is prefilled once and every sample decoded on its own lane.
+  per_sample = (seconds["prefill"] / sampler.refill / sampling.num_samples
+                + sampling.max_new_tokens * seconds["decode_step"] / rows)
   return Program(name, shape, peak, parts, costs, flops, seconds,
                  {"decode tokens/s (slice)": rows / seconds["decode_step"],
-                  "samples/s at full length (slice)": rows / call}, knobs)
+                  "samples/s at full length (slice)": 1 / per_sample}, knobs)

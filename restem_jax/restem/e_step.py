@@ -1,26 +1,28 @@
 """E-step: sample N solutions per training problem from the current policy and score them.
 
-Problems are processed in fixed shards; each finished shard is written as a
-JSONL file (via a temporary file and a rename), so a resumed E-step skips
-finished shards and no sample is lost or written twice. A prompt's samples
-depend only on (seed, iteration, problem index), not on the shard layout.
+Problems are processed in fixed shards; each finished (sampled and scored)
+shard is written as a JSONL file (via a temporary file and a rename), so a
+resumed E-step skips finished shards and no sample is lost or written twice.
+A prompt's samples depend only on (seed, iteration, problem index), not on
+the shard layout or on which shards were already finished.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 from tqdm import tqdm
 
 from restem_jax.checkpoint_io import files
-from restem_jax.engine.engine import Engine
+from restem_jax.engine import multihost
+from restem_jax.engine.engine import Completion, Engine
 from restem_jax.engine.sampler import SamplingConfig
-from restem_jax.restem import rewarding
-from restem_jax.restem.stages import stage
 from restem_jax.tasks.base import Problem, TaskSpec
 
 
@@ -38,38 +40,108 @@ class Sample:
     return json.dumps(dataclasses.asdict(self))
 
 
+@dataclasses.dataclass
+class _Shard:
+  path: str
+  problems: Sequence[Problem]
+  start: int  # Index of its first problem in the E-step's problem list.
+  completions: dict[int, list[Completion]] = dataclasses.field(default_factory=dict)
+
+
 def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[Problem],
                sampling: SamplingConfig, *, iteration: int, seed: int, out_dir: str,
                shard_size: int) -> list[Sample]:
-  """Samples and scores every problem; returns all samples in problem order."""
+  """Samples and scores every problem; returns all samples in problem order.
+
+  All unfinished shards' prompts go to the sampler as one stream, so it never
+  waits at a shard boundary; a shard is scored in a background thread as soon
+  as its last prompt is sampled, while the next shards sample. Shards are
+  written (and counted finished) only once scored, one at a time, in the
+  order they finish sampling.
+  """
   files.makedirs(out_dir)
-  samples: list[Sample] = []
-  correct = 0
+  shards = [_Shard(os.path.join(out_dir, f"shard_{k:05d}.jsonl"),
+                   problems[start:start + shard_size], start)
+            for k, start in enumerate(range(0, len(problems), shard_size))]
+  done = {s.path: read_samples(s.path) for s in shards if multihost.agree(files.exists(s.path))}
   bar = tqdm(total=len(problems), desc=f"E-step {iteration}", unit="problem",
              disable=jax.process_index() != 0)
-  for start in range(0, len(problems), shard_size):
-    chunk = problems[start:start + shard_size]
-    shard = stage(
-        os.path.join(out_dir, f"shard_{start // shard_size:05d}.jsonl"),
-        lambda: _sample_shard(engine, task, params, chunk, range(start, start + len(chunk)),
-                              sampling, iteration, seed),
-        read=read_samples, write=write_samples)
-    samples.extend(shard)
-    correct += sum(s.reward > 0 for s in shard)
-    bar.update(len(chunk))
+  correct = 0
+
+  def finished(shard: _Shard) -> None:
+    nonlocal correct
+    correct += sum(x.reward > 0 for x in done[shard.path])
+    bar.update(len(shard.problems))
     bar.set_postfix(correct=correct)
+
+  for shard in shards:
+    if shard.path in done:
+      finished(shard)
+  todo = [s for s in shards if s.path not in done]
+  owner = {i: s for s in todo for i in range(s.start, s.start + len(s.problems))}
+  indices = sorted(owner)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    scoring: tuple[_Shard, concurrent.futures.Future] | None = None
+    stream = engine.stream(params, [problems[i].prompt for i in indices], sampling, seed,
+                           prompt_ids=indices, stop_strings=task.stop_strings)
+    for j, completions in stream:
+      shard = owner[indices[j]]
+      shard.completions[indices[j]] = completions
+      if len(shard.completions) == len(shard.problems):
+        # Collectives (the reward broadcast, the write barrier) stay on this
+        # thread, at the same point on every process: when the next shard is ready.
+        if scoring is not None:
+          done[scoring[0].path] = _finish(*scoring, iteration)
+          finished(scoring[0])
+        scoring = shard, pool.submit(_score, task, shard)
+    if scoring is not None:
+      done[scoring[0].path] = _finish(*scoring, iteration)
+      finished(scoring[0])
   bar.close()
+  return [sample for s in shards for sample in done[s.path]]
+
+
+def _flat(shard: _Shard) -> list[tuple[Problem, int, Completion]]:
+  return [(p, i, c) for k, p in enumerate(shard.problems)
+          for i, c in enumerate(shard.completions[shard.start + k])]
+
+
+def _score(task: TaskSpec, shard: _Shard) -> list[float] | None:
+  """Process 0's rewards for a shard (None elsewhere: they arrive by broadcast)."""
+  if jax.process_index() != 0:
+    return None
+  flat = _flat(shard)
+  try:
+    return task.score([p.record for p, _, _ in flat], [c.text for _, _, c in flat])
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(f"scoring {shard.path} failed at {_culprit(task, flat)}: "
+                       f"{type(e).__name__}: {e}. The shards before it are saved; fix the "
+                       "record or the reward, then rerun to resume.") from e
+
+
+def _culprit(task: TaskSpec, flat: list[tuple[Problem, int, Completion]]) -> str:
+  """The first (problem, sample) whose reward fails on its own, to name it in the error."""
+  for problem, i, completion in flat:
+    try:
+      task.score([problem.record], [completion.text])
+    except Exception:  # pylint: disable=broad-except
+      return f"problem {problem.id!r} sample {i}"
+  return "a batch whose items each score alone"
+
+
+def _finish(shard: _Shard, future: concurrent.futures.Future, iteration: int) -> list[Sample]:
+  """Waits for a shard's rewards, shares them with every process, and writes the shard."""
+  rewards = future.result()
+  if multihost.is_multiprocess():
+    flat = _flat(shard)
+    host = np.zeros(len(flat), np.float32) if rewards is None else np.asarray(rewards, np.float32)
+    rewards = [float(r) for r in multihost.agree(host).reshape(-1)]
+  samples = [Sample(problem_id=p.id, prompt=p.prompt, completion=c.text, reward=float(r),
+                    logprob=c.logprob, iteration=iteration, sample_index=i)
+             for (p, i, c), r in zip(_flat(shard), rewards)]
+  write_samples(shard.path, samples)
+  multihost.sync("stage written")
   return samples
-
-
-def _sample_shard(engine, task, params, problems, indices, sampling, iteration, seed):
-  completions = engine.generate(params, [p.prompt for p in problems], sampling, seed,
-                                prompt_ids=list(indices), stop_strings=task.stop_strings)
-  flat = [(p, i, c) for p, row in zip(problems, completions) for i, c in enumerate(row)]
-  rewards = rewarding.score(task, [p.record for p, _, _ in flat], [c.text for _, _, c in flat])
-  return [Sample(problem_id=p.id, prompt=p.prompt, completion=c.text, reward=float(r),
-                 logprob=c.logprob, iteration=iteration, sample_index=i)
-          for (p, i, c), r in zip(flat, rewards)]
 
 
 def read_samples(path: str) -> list[Sample]:
