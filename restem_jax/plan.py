@@ -64,8 +64,8 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
       planning.plan_sampler(
           "E-step sampler", model, mesh, rules, e_step, restem.sample_batch,
           restem.max_prompt_len, tpu,
-          f"lower RestemConfig.sample_batch (prompts per sampler call; each carries "
-          f"num_samples={restem.num_samples} continuations), RestemConfig.max_new_tokens or "
+          f"lower RestemConfig.sample_batch (prompt slots; each decodes up to "
+          f"min(8, num_samples={restem.num_samples}) continuations at once), RestemConfig.max_new_tokens or "
           f"max_prompt_len, or {shard_kv}", estimates),
       planning.plan_sampler(
           "evaluation sampler (pass@k)", model, mesh, rules, pass_k, restem.sample_batch,

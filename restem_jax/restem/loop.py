@@ -51,7 +51,7 @@ class RestemConfig:
   val_seed: int = 0
   shard_size: int = 64  # Problems per durable E-step shard.
   max_prompt_len: int = 1024
-  sample_batch: int = 16  # Prompts per sampler call (a batch bucket cap).
+  sample_batch: int = 16  # Sampler prompt slots (prompts decoded at once, each on up to 8 lanes).
   seed: int = 0
   # Also fine-tune the base on the labelled split for the same steps (a control).
   sft_control: bool = False
