@@ -106,11 +106,11 @@ class SamplerTest(absltest.TestCase):
       if (batch, longest) == sizes[-1]:
         first_pass = dict(sampler.compilations)
     self.assertEqual(sampler.compilations, first_pass)
-    # One program of each kind per prompt bucket (32, 64), plus the weights' unstacking.
+    # One program of each kind per (prompt bucket 32 or 64, slot bucket 2 or 4).
     self.assertEqual(dict(sampler.compilations),
-                     {"empty": 2, "prefill": 2, "decode": 2, "collect": 2})
-    sampler.sample(self.params, [[1, 2]], config, stopping=eos)  # Bucket 16: once more each.
-    self.assertEqual(sampler.compilations["decode"], 3)
+                     {"empty": 4, "prefill": 4, "decode": 4, "collect": 4})
+    sampler.sample(self.params, [[1, 2]], config, stopping=eos)  # Buckets (16, 1): once more.
+    self.assertEqual(sampler.compilations["decode"], 5)
 
   def test_slots_and_lanes_change_no_sample(self):
     # 5 prompts x 6 samples through 1 slot of 2 lanes (every sample waits its turn),

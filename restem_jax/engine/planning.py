@@ -246,7 +246,7 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
                  knobs: str, estimates: bool = True) -> Program:
   """The sampler's decode loop at its largest bucket: `batch` prompt slots of `prompt_len` tokens."""
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
-  slots, lanes = sampler.slots, sampler.lanes_for(sampling)
+  slots, lanes = sampler.batch_buckets[-1], sampler.lanes_for(sampling)
   params = abstract_params(Decoder(model))
   stopping = Stopping((0,))
   compiled, peak, refusal = _compile(
@@ -274,13 +274,14 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
   costs = _layer_costs(model, costs_of)
   rows = slots * lanes
   # Prefill runs the head at each prompt's last position; a step attends to prompt and samples.
-  flops = {"prefill": model_flops(model, sampler.refill, prompt_len, prompt_len, sampler.refill),
+  refill = sampler.refill_for(slots)
+  flops = {"prefill": model_flops(model, refill, prompt_len, prompt_len, refill),
            "decode_step": model_flops(model, rows, 1, prompt_len + sampling.max_new_tokens, rows)}
   flops = {part: f / len(tpu.devices) for part, f in flops.items()}
   seconds = {part: roofline(max(cost[0], flops[part]), cost[1], tpu)
              for part, cost in costs.items()}
   # Every prompt is prefilled once and every sample decoded on its own lane.
-  per_sample = (seconds["prefill"] / sampler.refill / sampling.num_samples
+  per_sample = (seconds["prefill"] / refill / sampling.num_samples
                 + sampling.max_new_tokens * seconds["decode_step"] / rows)
   return Program(name, shape, peak, parts, costs, flops, seconds,
                  {"decode tokens/s (slice)": rows / seconds["decode_step"],

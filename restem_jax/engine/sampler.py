@@ -103,14 +103,15 @@ class Sampler:
     self.prompt_buckets = buckets(min(min_prompt_bucket, max_prompt_len), max_prompt_len)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     self.batch_buckets = buckets(data_parallel, max(max_batch, data_parallel))
-    self.slots = self.batch_buckets[-1]
-    self.lanes = lanes
-    # Prefill always takes `refill` rows (one compiled shape), a multiple of the data-parallel size.
-    refill = self.slots // 2 if refill is None else refill
-    self.refill = -(-min(max(refill, 1), self.slots) // data_parallel) * data_parallel
+    self.data_parallel, self.lanes, self._refill = data_parallel, lanes, refill
     self.param_shardings = param_shardings(self.model, mesh, rules)
     self._jitted: dict[tuple, Any] = {}
     self.compilations: collections.Counter[str] = collections.Counter()
+
+  def refill_for(self, slots: int) -> int:
+    """Prompts prefilled together: one compiled shape, a multiple of the data-parallel size."""
+    refill = slots // 2 if self._refill is None else self._refill
+    return -(-min(max(refill, 1), slots) // self.data_parallel) * self.data_parallel
 
   @property
   def num_compilations(self) -> int:
@@ -151,38 +152,40 @@ class Sampler:
     if not prompts:
       return
     length = pick(max(map(len, prompts)), self.prompt_buckets)
+    # A call with fewer prompts than slots gets fewer slots (a bucket), not idle ones.
+    slots = pick(min(len(prompts), self.batch_buckets[-1]), self.batch_buckets)
+    shape = (config, stopping, length, slots)
+    refill = self.refill_for(slots)
     base = jax.random.PRNGKey(seed)
     keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.asarray(prompt_ids, jnp.uint32)))
-    state = self._function("empty", config, stopping, length)()
+    state = self._function("empty", *shape)()
     layers = self._unstack()(params)
-    owners: list[int | None] = [None] * self.slots
+    owners: list[int | None] = [None] * slots
     pending = collections.deque(range(len(prompts)))
-    free = np.ones(self.slots, bool)
+    free = np.ones(slots, bool)
     replicated = partitioning.replicated(self.mesh)
     while True:
-      finished = [b for b in range(self.slots) if free[b] and owners[b] is not None]
+      finished = [b for b in range(slots) if free[b] and owners[b] is not None]
       if finished:
-        slots = np.zeros(self.slots, np.int32)  # One compiled shape: extra rows are ignored.
-        slots[:len(finished)] = finished
-        out = self._function("collect", config, stopping, length)(
-            state, multihost.global_array(slots, replicated))
+        which = np.zeros(slots, np.int32)  # One compiled shape: extra rows are ignored.
+        which[:len(finished)] = finished
+        out = self._function("collect", *shape)(state, multihost.global_array(which, replicated))
         out = Samples(*(np.asarray(x) for x in out))
         for row, slot in enumerate(finished):
           yield owners[slot], Samples(*(x[row] for x in out))
           owners[slot] = None
-      empty = [b for b in range(self.slots) if owners[b] is None]
+      empty = [b for b in range(slots) if owners[b] is None]
       while pending and empty:
-        take = [pending.popleft() for _ in range(min(len(pending), len(empty), self.refill))]
-        slots, empty = empty[:len(take)], empty[len(take):]
-        state = self._prefill(params, state, config, stopping, length,
-                              [prompts[i] for i in take], keys[take], slots)
-        for slot, i in zip(slots, take):
+        take = [pending.popleft() for _ in range(min(len(pending), len(empty), refill))]
+        into, empty = empty[:len(take)], empty[len(take):]
+        state = self._prefill(params, state, shape, [prompts[i] for i in take], keys[take], into)
+        for slot, i in zip(into, take):
           owners[slot] = i
       if all(o is None for o in owners):
         return
-      need = min(self.refill, len(pending)) if pending else self.slots
-      state, free = self._function("decode", config, stopping, length)(
+      need = min(refill, len(pending)) if pending else slots
+      state, free = self._function("decode", *shape)(
           params, layers, state, multihost.global_array(np.int32(need), replicated))
       free = np.asarray(free)
 
@@ -195,8 +198,9 @@ class Sampler:
             "or shorten the prompt (fewer few-shot exemplars)." if prompt else
             f"prompt {i} is empty; every prompt needs at least one token (e.g. BOS).")
 
-  def _prefill(self, params, state, config, stopping, length, prompts, keys, slots):
-    rows = self.refill
+  def _prefill(self, params, state, shape, prompts, keys, into):
+    length, slots = shape[2], shape[3]
+    rows = self.refill_for(slots)
     tokens = np.full((rows, length), self.pad_id, np.int32)
     valid = np.zeros((rows, length), bool)
     for row, prompt in enumerate(prompts):
@@ -205,23 +209,24 @@ class Sampler:
     valid[len(prompts):, -1] = True  # Filler rows: one token, written nowhere.
     row_keys = np.zeros((rows, 2), np.uint32)
     row_keys[:len(prompts)] = keys
-    targets = np.full(rows, self.slots, np.int32)  # Out of range: dropped.
-    targets[:len(prompts)] = slots
+    targets = np.full(rows, slots, np.int32)  # Out of range: dropped.
+    targets[:len(prompts)] = into
     batch = partitioning.batch_sharding(self.mesh, self.rules)
-    return self._function("prefill", config, stopping, length)(
+    return self._function("prefill", *shape)(
         params, state, *(multihost.global_array(x, batch) for x in (tokens, valid, row_keys)),
         multihost.global_array(targets, partitioning.replicated(self.mesh)))
 
   # --------------------------------------------------------------------------- device programs
 
-  def _function(self, name: str, config: SamplingConfig, stopping: Stopping, length: int):
-    key = (name, config, stopping, length)
+  def _function(self, name: str, config: SamplingConfig, stopping: Stopping, length: int,
+                slots: int):
+    key = (name, config, stopping, length, slots)
     if key not in self._jitted:
-      self._jitted[key] = self._jit(name, config, stopping, length)
+      self._jitted[key] = self._jit(name, config, stopping, length, slots)
     return self._jitted[key]
 
-  def _jit(self, name, config, stopping, length):
-    shapes = jax.eval_shape(lambda: self._empty(config, length))
+  def _jit(self, name, config, stopping, length, slots):
+    shapes = jax.eval_shape(lambda: self._empty(config, length, slots))
     state = self._state_shardings(shapes)
     replicated = partitioning.replicated(self.mesh)
 
@@ -233,7 +238,7 @@ class Sampler:
       return run
 
     if name == "empty":
-      return jax.jit(traced(lambda: self._empty(config, length)), out_shardings=state)
+      return jax.jit(traced(lambda: self._empty(config, length, slots)), out_shardings=state)
     if name == "prefill":
       return jax.jit(traced(lambda *a: self._prefill_fn(config, *a)), donate_argnums=1,
                      out_shardings=state)
@@ -265,9 +270,9 @@ class Sampler:
     """Lanes per prompt slot for this config: a prompt never has more lanes than samples."""
     return min(self.lanes, config.num_samples)
 
-  def _empty(self, config: SamplingConfig, length: int) -> dict:
+  def _empty(self, config: SamplingConfig, length: int, slots: int) -> dict:
     """The state of a call with every slot free."""
-    cfg, b, m = self.cfg, self.slots, self.lanes_for(config)
+    cfg, b, m = self.cfg, slots, self.lanes_for(config)
     n, g = config.num_samples, config.max_new_tokens
     dtype = jnp.dtype(cfg.dtype)
     zeros = lambda shape, dt=jnp.int32: jnp.zeros(shape, dt)
@@ -299,7 +304,7 @@ class Sampler:
     s["last_logits"] = put(state["last_logits"], logits[:, 0, 0])
     s["prompt_key"] = put(state["prompt_key"], keys)
     s["next_sample"] = put(state["next_sample"], jnp.zeros(slots.shape, jnp.int32))
-    refilled = jnp.zeros(self.slots, bool).at[slots].set(True, mode="drop")
+    refilled = jnp.zeros(state["next_sample"].shape, bool).at[slots].set(True, mode="drop")
     return self._start(config, s, refilled[:, None] & ~s["active"], None)
 
   def _start(self, config, s: dict, idle: jax.Array, step_logits: jax.Array | None) -> dict:
@@ -374,21 +379,22 @@ class Sampler:
     with `parts`, "decode_step" (one step) instead of "decode": compiled cost
     analysis counts a loop body once, so per-token costs are read from one step.
     """
-    length, rows = self.prompt_buckets[-1], self.refill
+    length, slots = self.prompt_buckets[-1], self.batch_buckets[-1]
+    rows = self.refill_for(slots)
     batch = partitioning.batch_sharding(self.mesh, self.rules)
     replicated = partitioning.replicated(self.mesh)
     spec = lambda shape, dtype, sharding=batch: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
     params = partitioning.abstract_on(abstract_params, self.param_shardings)
-    shapes = jax.eval_shape(lambda: self._empty(config, length))
+    shapes = jax.eval_shape(lambda: self._empty(config, length, slots))
     state = partitioning.abstract_on(shapes, self._state_shardings(shapes))
-    out = {"prefill": self._function("prefill", config, stopping, length).lower(
+    out = {"prefill": self._function("prefill", config, stopping, length, slots).lower(
         params, state, spec((rows, length), jnp.int32), spec((rows, length), jnp.bool_),
         spec((rows, 2), jnp.uint32), spec((rows,), jnp.int32, replicated)).compile()}
     unstack = self._unstack()
     layers = partitioning.abstract_on(jax.eval_shape(unstack_layers, params),
                                       unstack.lower(params).compile().output_shardings)
     if not parts:
-      out["decode"] = self._function("decode", config, stopping, length).lower(
+      out["decode"] = self._function("decode", config, stopping, length, slots).lower(
           params, layers, state, spec((), jnp.int32, replicated)).compile()
       return out
 
