@@ -9,6 +9,7 @@ the shard layout or on which shards were already finished.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import json
@@ -56,8 +57,8 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
   All unfinished shards' prompts go to the sampler as one stream, so it never
   waits at a shard boundary; a shard is scored in a background thread as soon
   as its last prompt is sampled, while the next shards sample. Shards are
-  written (and counted finished) only once scored, one at a time, in the
-  order they finish sampling.
+  written (and counted finished) only once scored, in the order they finish
+  sampling; the sampler never waits for a score until the last shard.
   """
   files.makedirs(out_dir)
   shards = [_Shard(os.path.join(out_dir, f"shard_{k:05d}.jsonl"),
@@ -80,23 +81,26 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
   todo = [s for s in shards if s.path not in done]
   owner = {i: s for s in todo for i in range(s.start, s.start + len(s.problems))}
   indices = sorted(owner)
+  scoring: collections.deque[tuple[_Shard, concurrent.futures.Future]] = collections.deque()
+
+  def write_scored(wait: bool) -> None:
+    # Collectives (the reward broadcast, the write barrier) stay on this thread and
+    # follow process 0's view of which shards are scored, so every process agrees.
+    while scoring and multihost.agree(bool(wait or scoring[0][1].done())):
+      shard, future = scoring.popleft()
+      done[shard.path] = _finish(shard, future, iteration)
+      finished(shard)
+
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-    scoring: tuple[_Shard, concurrent.futures.Future] | None = None
     stream = engine.stream(params, [problems[i].prompt for i in indices], sampling, seed,
                            prompt_ids=indices, stop_strings=task.stop_strings)
     for j, completions in stream:
       shard = owner[indices[j]]
       shard.completions[indices[j]] = completions
       if len(shard.completions) == len(shard.problems):
-        # Collectives (the reward broadcast, the write barrier) stay on this
-        # thread, at the same point on every process: when the next shard is ready.
-        if scoring is not None:
-          done[scoring[0].path] = _finish(*scoring, iteration)
-          finished(scoring[0])
-        scoring = shard, pool.submit(_score, task, shard)
-    if scoring is not None:
-      done[scoring[0].path] = _finish(*scoring, iteration)
-      finished(scoring[0])
+        scoring.append((shard, pool.submit(_score, task, shard)))
+      write_scored(wait=False)
+    write_scored(wait=True)
   bar.close()
   return [sample for s in shards for sample in done[s.path]]
 
