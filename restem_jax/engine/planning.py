@@ -244,7 +244,7 @@ def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: 
 def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.Rules,
                  sampling: SamplingConfig, batch: int, prompt_len: int, tpu: Slice,
                  knobs: str, estimates: bool = True) -> Program:
-  """The sampler's decode loop at its largest bucket: `batch` prompt slots of `prompt_len` tokens."""
+  """The sampler's decode loop at its largest bucket: `batch` slots of `prompt_len` tokens."""
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
   slots, lanes = sampler.batch_buckets[-1], sampler.lanes_for(sampling)
   params = abstract_params(Decoder(model))

@@ -96,7 +96,6 @@ class Sampler:
                max_prompt_len: int = 512, min_prompt_bucket: int = 32, max_batch: int = 16,
                lanes: int = 8, refill: int | None = None):
     self.model = Decoder(model_config)
-    self.cfg = model_config
     self.mesh, self.rules = mesh, rules
     self.pad_id = pad_id
     self.max_prompt_len = max_prompt_len
@@ -248,23 +247,24 @@ class Sampler:
     assert name == "collect"
     return jax.jit(traced(self._collect_fn), out_shardings=replicated)
 
+  def _layer_shardings(self) -> tuple:
+    """`unstack_layers`' output shardings: each layer as stacked, less the layer axis."""
+    per_layer = jax.tree.map(
+        lambda s: jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*s.spec[1:])),
+        self.param_shardings["layers"])
+    return (per_layer,) * self.model.cfg.num_layers
+
   def _unstack(self):
     """Per-layer copies of the weights, made once per call: the decode loop never slices."""
     if "unstack" not in self._jitted:
-      per_layer = jax.tree.map(
-          lambda s: jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*s.spec[1:])),
-          self.param_shardings["layers"])
-      self._jitted["unstack"] = jax.jit(
-          unstack_layers, out_shardings=(per_layer,) * self.cfg.num_layers)
+      self._jitted["unstack"] = jax.jit(unstack_layers, out_shardings=self._layer_shardings())
     return self._jitted["unstack"]
 
   def _state_shardings(self, shapes: dict) -> dict:
-    def sharding(name, x):
-      return jax.sharding.NamedSharding(
-          self.mesh, partitioning.spec_for(x.shape, _AXES[name], self.mesh, self.rules))
-    return {name: (tuple(KV(*(sharding(name, a) for a in kv)) for kv in value)
-                   if name in ("prefix", "cache") else sharding(name, value))
-            for name, value in shapes.items()}
+    spec = lambda name: jax.sharding.PartitionSpec(*_AXES[name])
+    names = {name: jax.tree.map(lambda _, name=name: spec(name), value)
+             for name, value in shapes.items()}
+    return partitioning.tree_shardings(shapes, names, self.mesh, self.rules)
 
   def lanes_for(self, config: SamplingConfig) -> int:
     """Lanes per prompt slot for this config: a prompt never has more lanes than samples."""
@@ -272,7 +272,7 @@ class Sampler:
 
   def _empty(self, config: SamplingConfig, length: int, slots: int) -> dict:
     """The state of a call with every slot free."""
-    cfg, b, m = self.cfg, slots, self.lanes_for(config)
+    cfg, b, m = self.model.cfg, slots, self.lanes_for(config)
     n, g = config.num_samples, config.max_new_tokens
     dtype = jnp.dtype(cfg.dtype)
     zeros = lambda shape, dt=jnp.int32: jnp.zeros(shape, dt)
@@ -358,8 +358,9 @@ class Sampler:
     lengths = s["lengths"].at[rows, jnp.where(finished, s["sample"], n)].set(length, mode="drop")
     own_mask = (jnp.arange(g) <= s["t"][..., None])[:, :, None]
     step_logits, cache = decode_step(
-        self.cfg, params, layers, s["token"][..., None], (s["prompt_len"][:, None] + s["t"])[..., None],
-        own_mask, s["prefix"], s["prefix_mask"], s["cache"], s["t"])
+        self.model.cfg, params, layers, s["token"][..., None],
+        (s["prompt_len"][:, None] + s["t"])[..., None], own_mask, s["prefix"], s["prefix_mask"],
+        s["cache"], s["t"])
     s = dict(s, out=out, out_logprobs=out_logprobs, lengths=lengths, cache=cache,
              active=s["active"] & ~finished)
     return self._start(config, s, ~s["active"], step_logits[:, :, 0])
@@ -383,16 +384,16 @@ class Sampler:
     rows = self.refill_for(slots)
     batch = partitioning.batch_sharding(self.mesh, self.rules)
     replicated = partitioning.replicated(self.mesh)
-    spec = lambda shape, dtype, sharding=batch: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    spec = lambda shape, dtype, sharding=batch: jax.ShapeDtypeStruct(shape, dtype,
+                                                                     sharding=sharding)
     params = partitioning.abstract_on(abstract_params, self.param_shardings)
     shapes = jax.eval_shape(lambda: self._empty(config, length, slots))
     state = partitioning.abstract_on(shapes, self._state_shardings(shapes))
     out = {"prefill": self._function("prefill", config, stopping, length, slots).lower(
         params, state, spec((rows, length), jnp.int32), spec((rows, length), jnp.bool_),
         spec((rows, 2), jnp.uint32), spec((rows,), jnp.int32, replicated)).compile()}
-    unstack = self._unstack()
     layers = partitioning.abstract_on(jax.eval_shape(unstack_layers, params),
-                                      unstack.lower(params).compile().output_shardings)
+                                      self._layer_shardings())
     if not parts:
       out["decode"] = self._function("decode", config, stopping, length, slots).lower(
           params, layers, state, spec((), jnp.int32, replicated)).compile()

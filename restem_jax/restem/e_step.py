@@ -135,14 +135,13 @@ def _culprit(task: TaskSpec, flat: list[tuple[Problem, int, Completion]]) -> str
 
 def _finish(shard: _Shard, future: concurrent.futures.Future, iteration: int) -> list[Sample]:
   """Waits for a shard's rewards, shares them with every process, and writes the shard."""
-  rewards = future.result()
+  rewards, flat = future.result(), _flat(shard)
   if multihost.is_multiprocess():
-    flat = _flat(shard)
     host = np.zeros(len(flat), np.float32) if rewards is None else np.asarray(rewards, np.float32)
     rewards = [float(r) for r in multihost.agree(host).reshape(-1)]
   samples = [Sample(problem_id=p.id, prompt=p.prompt, completion=c.text, reward=float(r),
                     logprob=c.logprob, iteration=iteration, sample_index=i)
-             for (p, i, c), r in zip(_flat(shard), rewards)]
+             for (p, i, c), r in zip(flat, rewards)]
   write_samples(shard.path, samples)
   multihost.sync("stage written")
   return samples
