@@ -15,6 +15,7 @@ from restem_jax.restem import m_step
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ModelConfig
 from restem_jax.engine.engine import Engine
+from restem_jax.engine.trainer import Trainer
 
 MICRO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "micro.gin")
 
@@ -41,12 +42,32 @@ class LoopTest(absltest.TestCase):
     self.starts = []
     original = m_step.run_m_step
 
-    def spy(engine, trainer, start_params, *args, **kwargs):
-      self.starts.append(jax.tree.map(np.asarray, start_params))
-      return original(engine, trainer, start_params, *args, **kwargs)
+    def spy(engine, trainer, start, *args, **kwargs):
+      self.starts.append(jax.tree.map(np.array, start()))  # A copy: a view keeps the array.
+      return original(engine, trainer, start, *args, **kwargs)
 
     m_step.run_m_step = spy
     self.addCleanup(setattr, m_step, "run_m_step", original)
+    # At every train step: buffers shaped like the embedding that are alive,
+    # and how many of them the train state holds (parameters and moments).
+    # Buffers, not arrays: Orbax's save leaves extra Array objects over the
+    # state's own buffers.
+    self.embedding_copies = []
+    step = Trainer.step
+
+    def buffers(arrays):
+      return {tuple(s.data.unsafe_buffer_pointer() for s in a.addressable_shards) for a in arrays}
+
+    def counting_step(trainer, state, batch):
+      embedding = state.params["embedding"]
+      alive = buffers(a for a in jax.live_arrays() if not a.is_deleted() and
+                      a.shape == embedding.shape and a.dtype == embedding.dtype)
+      in_state = buffers(a for a in jax.tree.leaves(state) if a.shape == embedding.shape)
+      self.embedding_copies.append((len(alive), len(in_state)))
+      return step(trainer, state, batch)
+
+    Trainer.step = counting_step
+    self.addCleanup(setattr, Trainer, "step", step)
 
   def restore(self, workdir, name):
     cfg = ModelConfig(vocab_size=264, embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1,
@@ -65,6 +86,12 @@ class LoopTest(absltest.TestCase):
     best_val = max(m["val_reward"] for m in iterations)
     self.assertEqual(iterations[summary["best_iteration"]]["val_reward"], best_val)
     self.assertIn("control", summary)
+
+    # While any model trains (base, M-steps, control), the train state holds
+    # the only parameters: no base, previous iterate or start copy is alive.
+    self.assertNotEmpty(self.embedding_copies)
+    for alive, in_state in self.embedding_copies:
+      self.assertEqual(alive, in_state)
 
     # Every M-step starts from the base checkpoint.
     base = self.restore(workdir, "base")

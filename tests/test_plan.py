@@ -47,9 +47,11 @@ class PlanningTest(absltest.TestCase):
 
   def test_train_step_memory_and_every_layers_flops(self):
     rows, seq = 16, 128
-    plans = {layers: planning.plan_train_step(dataclasses.replace(SMALL, num_layers=layers),
-                                              ADAMW, self.data_mesh, RULES, rows, seq, self.tpu)
-             for layers in (2, 4)}
+    # Without remat, whose recomputation XLA partly elides (its count is then
+    # ~5% under the architecture's 3 passes + the layers' forward again).
+    plans = {layers: planning.plan_train_step(
+        dataclasses.replace(SMALL, num_layers=layers, remat=False), ADAMW, self.data_mesh, RULES,
+        rows, seq, self.tpu) for layers in (2, 4)}
     for layers, plan in plans.items():
       params = dataclasses.replace(SMALL, num_layers=layers).num_params
       self.assertTrue(plan.fits(self.tpu))
@@ -68,7 +70,7 @@ class PlanningTest(absltest.TestCase):
                              planning.roofline(max(flops, plan.flops["step"]), nbytes, self.tpu))
     # Costs count every layer, not the scan's body once: the 1- and 2-layer
     # extrapolation matches a fully unrolled program.
-    four = dataclasses.replace(SMALL, num_layers=4)
+    four = dataclasses.replace(SMALL, num_layers=4, remat=False)
     unrolled = Trainer(dataclasses.replace(four, scan_unroll=4), ADAMW, self.data_mesh, RULES)
     flops, nbytes = planning._costs(unrolled.compile_ahead(rows, seq))
     self.assertAlmostEqual(plans[4].costs["step"][0] / flops, 1.0, delta=0.01)

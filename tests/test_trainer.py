@@ -7,6 +7,7 @@ from absl.testing import absltest, parameterized
 
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError
+from restem_jax.engine.params import place
 from restem_jax.engine.trainer import (OptimizerConfig, Trainer, learning_rate_schedule,
                                        logprobs_of_logits, nll_of_logprobs)
 from tests.utils import TINY, tiny_params
@@ -97,6 +98,13 @@ class TrainerTest(parameterized.TestCase):
     trainer = Trainer(TINY, OptimizerConfig(), MESH)
     trainer.step(trainer.init_state(params), make_batch())
     self.assertTrue(np.isfinite(float(params["embedding"].sum())))  # Not donated.
+
+  def test_donated_params_are_the_state(self):
+    trainer = Trainer(TINY, OptimizerConfig(), MESH)
+    # A copy: tiny_params() is cached and shared with the other tests.
+    params = place(jax.tree.map(np.array, tiny_params()), trainer.param_shardings)
+    trainer.step(trainer.init_state(params, donate=True), make_batch())
+    self.assertTrue(params["embedding"].is_deleted())  # No copy was made.
 
   def test_schedules(self):
     warm = OptimizerConfig(learning_rate=1.0, warmup_steps=10, schedule="cosine", decay_steps=110)

@@ -90,9 +90,15 @@ def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
         "ModelConfig in gin matches the model the checkpoint was written for.") from e
 
 
+# How a model is run, not what it is: left to the run's own gin files.
+EXECUTION_FIELDS = ("remat", "scan_unroll")
+
+
 def model_gin_text(cfg: ModelConfig, header: str = "") -> str:
   lines = [f"# {line}" for line in header.splitlines()]
   for field in dataclasses.fields(ModelConfig):
+    if field.name in EXECUTION_FIELDS:
+      continue
     lines.append(f"ModelConfig.{field.name} = {getattr(cfg, field.name)!r}")
   return "\n".join(lines) + "\n"
 

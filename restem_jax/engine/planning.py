@@ -210,7 +210,8 @@ def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
   name = "M-step train step"
   shape = f"{rows} rows x {seq_len} tokens, {optimizer.name}"
   knobs = ("lower FinetuneConfig.batch_size or FinetuneConfig.seq_len, shard the parameters "
-           "and optimizer state over more chips (MeshConfig.fsdp), or set ModelConfig.remat = True")
+           "and optimizer state over more chips (MeshConfig.fsdp), or keep ModelConfig.remat = True "
+           "(the default)")
   if compiled is None:  # XLA's figure is the whole program's, arguments included.
     parts[temporaries] = max(peak - sum(parts.values()), 0)
     return Program(name, shape, sum(parts.values()), parts, {}, {}, {}, {}, knobs, refusal)

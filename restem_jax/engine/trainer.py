@@ -150,9 +150,16 @@ class Trainer:
         abstract_state, self.param_shardings, abstract_params,
         transform_non_params=lambda _: replicated)
 
-  def init_state(self, params: Any) -> TrainState:
-    """A fresh optimizer on a private copy of `params` (the step donates its state)."""
-    params = jax.tree.map(lambda x: jnp.array(x, copy=True), place(params, self.param_shardings))
+  def init_state(self, params: Any, *, donate: bool = False) -> TrainState:
+    """A fresh optimizer on `params`.
+
+    The step donates its state, so by default the state holds a private copy;
+    with `donate` it takes `params`' own buffers (no second copy alive, the
+    M-step's case) and the caller must not use `params` afterwards.
+    """
+    params = place(params, self.param_shardings)
+    if not donate:
+      params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     opt_init = jax.jit(self.optimizer.init, in_shardings=(self.param_shardings,),
                        out_shardings=self.state_shardings.opt_state)
     return TrainState(multihost.global_array(np.int32(0), self.state_shardings.step), params,
@@ -172,12 +179,16 @@ class Trainer:
     total, weight = self._loss(params, self._global(batch))
     return float(total / jnp.maximum(weight, 1e-9))
 
-  def compile_ahead(self, rows: int, seq_len: int) -> Any:
-    """The train step compiled from shapes alone (for any mesh, e.g. a TPU topology)."""
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings of the train state, without allocating it."""
     abstract = abstract_params(self.model)
     state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract,
                        jax.eval_shape(self.optimizer.init, abstract))
-    state = partitioning.abstract_on(state, self.state_shardings)
+    return partitioning.abstract_on(state, self.state_shardings)
+
+  def compile_ahead(self, rows: int, seq_len: int) -> Any:
+    """The train step compiled from shapes alone (for any mesh, e.g. a TPU topology)."""
+    state = self.abstract_state()
     batch = {name: jax.ShapeDtypeStruct((rows,) if name == "reward" else (rows, seq_len), dtype,
                                         sharding=self.batch_sharding)
              for name, dtype in BATCH_DTYPES.items()}

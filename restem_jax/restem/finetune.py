@@ -69,20 +69,28 @@ class Result(NamedTuple):
   history: list[dict[str, float]]
 
 
-def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: FinetuneConfig,
-             score: Callable[[Any], float], workdir: str, desc: str = "fine-tune") -> Result:
-  """Trains from `init_params`, keeping the parameters of the best-scoring check."""
+def finetune(trainer: Trainer, start: Callable[[], Any], examples: Examples,
+             config: FinetuneConfig, score: Callable[[Any], float], workdir: str,
+             desc: str = "fine-tune") -> Result:
+  """Trains from the parameters `start()` loads, keeping those of the best-scoring check.
+
+  `start` is called only when there is no train state to resume, and its
+  parameters are donated to the train state: one set of parameters and
+  optimizer state is alive while training, whether fresh or resumed.
+  """
   if len(examples.tokens) == 0:
     raise ValueError(f"{desc}: no training examples (nothing was kept or all were too long).")
   files.makedirs(workdir)
   progress_path = os.path.join(workdir, "progress.json")
   progress = {"step": 0, "best_step": 0, "best_score": -np.inf, "history": [], "done": False}
-  state = trainer.init_state(init_params)
   if multihost.agree(files.exists(progress_path)):
     progress = files.read_json(progress_path)
-    if progress["step"]:
-      state = checkpoints.restore(os.path.join(workdir, f"state_{progress['step']}"), state,
-                                  trainer.state_shardings)
+  state = None  # A finished run only reads its best parameters.
+  if progress["step"] and not progress["done"]:
+    state = checkpoints.restore(os.path.join(workdir, f"state_{progress['step']}"),
+                                trainer.abstract_state(), trainer.state_shardings)
+  elif not progress["done"]:
+    state = trainer.init_state(start(), donate=True)
   bar = tqdm(total=config.max_steps, initial=progress["step"], desc=desc, unit="step",
              disable=jax.process_index() != 0)
   bad_checks = sum(1 for h in progress["history"] if h["step"] > progress["best_step"])
@@ -108,8 +116,9 @@ def finetune(trainer: Trainer, init_params: Any, examples: Examples, config: Fin
     files.write_json(progress_path, progress)
     _remove_stale(workdir, keep={f"state_{step}", f"best_{progress['best_step']}"})
   bar.close()
+  state = None  # Freed before the best parameters are read, not after.
   best = checkpoints.restore(os.path.join(workdir, f"best_{progress['best_step']}"),
-                             state.params, trainer.param_shardings)
+                             trainer.abstract_state().params, trainer.param_shardings)
   return Result(best, progress["best_step"], progress["best_score"], progress["history"])
 
 

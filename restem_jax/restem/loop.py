@@ -84,7 +84,7 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
     make_base(base_path, engine=engine, trainer=trainer,
               labelled=problems.get(restem.labelled_split, []),
               val_reward=val_reward, workdir=os.path.join(workdir, "base_training"))
-  base = engine.restore(base_path)
+  load_base = lambda: engine.restore(base_path)
 
   def evaluate(params: Any, iteration: int, extra: dict[str, Any]) -> dict[str, Any]:
     def compute():
@@ -105,15 +105,16 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
                                 shard_size=restem.shard_size)
     return filtering.filter_samples(samples, restem.max_per_problem, restem.drop_duplicates)
 
-  def fine_tune(kept: list[e_step.Sample], i: int, it_dir: str) -> Any:
-    # ReST^EM restores the base checkpoint for every M-step, never the iterate.
-    start = engine.restore(base_path) if restem.reset_to_base else policy
+  def fine_tune(kept: list[e_step.Sample], i: int, it_dir: str, start_path: str) -> Any:
+    # The start is read from its checkpoint, not kept from the E-step, so the
+    # train state owns the only parameters alive during the M-step.
+    start = lambda: engine.restore(start_path)
     if kept:
       result = m_step.run_m_step(engine, trainer, start, kept, m_step_config, val_reward,
                                  os.path.join(it_dir, "m_step"), i)
     else:
       logging.warning("iteration %d kept no samples; its model is the M-step's start.", i)
-      result = finetune.Result(start, 0, None, [])
+      result = finetune.Result(start(), 0, None, [])
     # The record goes first: an existing checkpoint marks a finished M-step.
     files.write_json(os.path.join(it_dir, "m_step.json"),
                      {"best_step": result.best_step, "best_val_reward": result.best_score,
@@ -125,26 +126,33 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
     _remove(os.path.join(os.path.dirname(path), "m_step"))
 
   # Algorithm 1: evaluate the base; then, per iteration, E-step, filter, M-step, evaluate.
-  history = [evaluate(base, 0, {"num_kept": 0})]
-  policy = base
+  policy, policy_path = load_base(), base_path
+  history = [evaluate(policy, 0, {"num_kept": 0})]
   for i in range(1, restem.iterations + 1):
     it_dir = os.path.join(workdir, f"iter_{i}")
     kept = stage(os.path.join(it_dir, "kept.jsonl"), lambda: sample_and_filter(policy, i, it_dir),
                  read=e_step.read_samples, write=e_step.write_samples)
-    policy = stage(os.path.join(it_dir, "checkpoint"), lambda: fine_tune(kept, i, it_dir),
+    # ReST^EM starts every M-step from the base, never the iterate (the ReST
+    # ablation continues from it).
+    start_path = base_path if restem.reset_to_base else policy_path
+    policy = None
+    policy = stage(os.path.join(it_dir, "checkpoint"),
+                   lambda: fine_tune(kept, i, it_dir, start_path),
                    read=engine.restore, write=save_iterate, exists=checkpoints.exists)
+    policy_path = os.path.join(it_dir, "checkpoint")
     best_step = files.read_json(os.path.join(it_dir, "m_step.json"))["best_step"]
     history.append(evaluate(policy, i, {
         "num_kept": len(kept), "kept_problems": len({s.problem_id for s in kept}),
         "m_step_best_step": best_step}))
 
+  policy = None
   best = max(history, key=lambda m: (m["val_reward"], -m["iteration"]))["iteration"]
   extra = {"task": task.name}
   if restem.sft_control:
     extra["control"] = stage(
         os.path.join(workdir, "control", "metrics.json"),
-        lambda: _sft_control(workdir, engine, trainer, base, problems, restem, m_step_config,
-                             val_reward, evaluator))
+        lambda: _sft_control(workdir, engine, trainer, load_base, problems, restem,
+                             m_step_config, val_reward, evaluator))
     _remove(os.path.join(workdir, "control", "train"))
   control = extra.get("control", {}).get("test_pass@1")
   summary = history
@@ -174,13 +182,13 @@ def _splits(task: TaskSpec, restem: RestemConfig) -> dict[str, list[Problem]]:
   return out
 
 
-def _sft_control(workdir, engine, trainer, base, problems, restem, config, val_reward,
+def _sft_control(workdir, engine, trainer, load_base, problems, restem, config, val_reward,
                  evaluator) -> dict[str, Any]:
   """The base fine-tuned on labelled solutions with the M-step's step budget."""
   labelled = problems[restem.labelled_split]
   examples = finetune.tokenize(engine, [p.prompt for p in labelled],
                                [p.reference for p in labelled], config.seq_len)
-  result = finetune.finetune(trainer, base, examples, config, val_reward,
+  result = finetune.finetune(trainer, load_base, examples, config, val_reward,
                              os.path.join(workdir, "control", "train"), desc="SFT control")
   metrics = {"test_pass@1": evaluator.greedy_pass_at_1(result.params, problems["test"]),
              "val_reward": result.best_score, "best_step": result.best_step,
@@ -208,7 +216,7 @@ def make_base_by_sft(path: str, *, engine: Engine, trainer: Trainer, labelled, v
     trainer = engine.trainer(optimizer)
   examples = finetune.tokenize(engine, [p.prompt for p in labelled],
                                [p.reference for p in labelled], config.seq_len)
-  result = finetune.finetune(trainer, engine.init_params(init_seed), examples, config,
+  result = finetune.finetune(trainer, lambda: engine.init_params(init_seed), examples, config,
                              val_reward, workdir, desc="base model")
   engine.save(path, result.params)
   _remove(workdir)
