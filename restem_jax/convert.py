@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -94,7 +95,14 @@ def base_from_pretrained(path: str, *, source: str, **loop_context: Any) -> None
         f"no base checkpoint at {path!r}, and a multi-host run cannot convert one (conversion "
         "gathers the model on one host). Convert it once beforehand, e.g. `python -m "
         f"restem_jax.convert --input={source} --output={path}` on one host, then rerun.")
-  convert(source, path)
+  # In a child process: what reading the source leaves behind (dequantised
+  # tensors, the GGUF metadata, ~0.7 GB for SmolLM2) leaves with it.
+  result = subprocess.run([sys.executable, "-m", "restem_jax.convert", f"--input={source}",
+                           f"--output={path}"], capture_output=True, text=True, check=False)
+  if result.returncode:  # 2: the source cannot be converted (the message says why).
+    error = ValueError if result.returncode == 2 else RuntimeError
+    raise error(f"converting {source} to the base checkpoint {path} failed:\n"
+                f"{result.stderr[-4000:].strip()}")
 
 
 class VerificationError(RuntimeError):

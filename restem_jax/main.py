@@ -9,6 +9,7 @@ T5X). Rerunning the same command after a kill resumes the run.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from typing import Sequence
@@ -81,7 +82,25 @@ def initialize_distributed() -> None:
   jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
 
 
+def return_freed_memory() -> None:
+  """Makes glibc give large freed buffers back to the OS at once.
+
+  After the first large free glibc raises its mmap threshold (up to 32 MB)
+  and from then on serves XLA's per-step buffers from a heap it keeps: on the
+  SmolLM2 example the loop's RSS crept from 5.6 to 8.2 GB over the stages.
+  A fixed 1 MB threshold (as MALLOC_MMAP_THRESHOLD_ would set) stopped that.
+  """
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:  # Not glibc (e.g. macOS): nothing to tune.
+    return
+  m_trim_threshold, m_mmap_threshold = -1, -3
+  libc.mallopt(m_mmap_threshold, 1 << 20)
+  libc.mallopt(m_trim_threshold, 1 << 20)
+
+
 def main(argv: Sequence[str]) -> None:
+  return_freed_memory()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not WORKDIR.value:
