@@ -18,12 +18,13 @@ from typing import Any, Callable
 import gin
 
 from restem_jax import convert
-from restem_jax.checkpoint_io import smollm2_gguf_path
+from restem_jax.checkpoint_io import files, smollm2_gguf_path
 from restem_jax.engine.config import ModelConfig
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.partitioning import MeshConfig, make_mesh
 from restem_jax.engine.trainer import OptimizerConfig
 from restem_jax.restem import loop
+from restem_jax.restem import workdir as workdir_lib
 from restem_jax.restem.evaluation import EvalConfig
 from restem_jax.restem.finetune import FinetuneConfig
 from restem_jax.restem.loop import RestemConfig
@@ -64,23 +65,29 @@ def make_engine(model: ModelConfig, vocabulary, mesh_config: MeshConfig,
                 max_prompt_len=restem.max_prompt_len, sample_batch=restem.sample_batch)
 
 
-@gin.configurable(module="restem_jax")
+@gin.configurable(module="restem_jax", denylist=["allow_config_change"])
 def run(workdir: str, task=gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
         base_checkpoint: str | None = None, restem: RestemConfig | None = None,
         m_step_config: FinetuneConfig | None = None, optimizer: OptimizerConfig | None = None,
         evaluation: EvalConfig | None = None, mesh_config: MeshConfig | None = None,
-        make_base: Callable[..., Any] | None = None) -> dict[str, Any]:
+        make_base: Callable[..., Any] | None = None,
+        allow_config_change: bool = False) -> dict[str, Any]:
   """ReST^EM as the gin files describe it (`run.task`, `run.model`, ...).
 
   A configuration not bound on `run` is built from its class's own bindings,
   so `--gin.MeshConfig.fsdp=4` works whether or not a file binds `run.mesh_config`.
+  The workdir is locked for the run and refuses another configuration's
+  rerun unless `allow_config_change` (see `restem.workdir`).
   """
-  restem = restem or build(RestemConfig)
-  mesh_config = mesh_config or build(MeshConfig)
-  engine = make_engine(model, task.vocabulary, mesh_config, restem)
-  return loop.run(workdir, engine, task, restem, m_step_config or build(FinetuneConfig),
-                  optimizer or build(OptimizerConfig), evaluation or build(EvalConfig),
-                  base_checkpoint, make_base)
+  files.makedirs(workdir)
+  with workdir_lib.lock(workdir):
+    workdir_lib.check_config(workdir, allow_config_change)
+    restem = restem or build(RestemConfig)
+    mesh_config = mesh_config or build(MeshConfig)
+    engine = make_engine(model, task.vocabulary, mesh_config, restem)
+    return loop.run(workdir, engine, task, restem, m_step_config or build(FinetuneConfig),
+                    optimizer or build(OptimizerConfig), evaluation or build(EvalConfig),
+                    base_checkpoint, make_base)
 
 
 def transfer_setup() -> tuple[Engine, EvalConfig]:

@@ -22,6 +22,9 @@ SEARCH_PATHS = flags.DEFINE_list(
     "gin_search_paths", [".", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
     "Directories searched for --gin_file paths and gin includes.")
 WORKDIR = flags.DEFINE_string("workdir", None, "Where every artefact of the run is written.")
+ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Rerun a workdir with bindings that differ from its "
+    "fingerprint.json, keeping the stages made under the old ones (they are listed in the log).")
 DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Run as one process of a multi-host job: call jax.distributed.initialize() first. On TPU "
@@ -111,17 +114,13 @@ def main(argv: Sequence[str]) -> None:
   parse_gin(GIN_FILES.value, BINDINGS.value, SEARCH_PATHS.value)
   # Orbax logs every file it touches at INFO; keep the run's own log readable.
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
-  import gin
   import jax
 
   initialize_distributed()
   from restem_jax import configurables
 
-  from restem_jax.checkpoint_io import files
-  files.makedirs(WORKDIR.value)
-  files.write_text(os.path.join(WORKDIR.value, "config.gin"), gin.config_str())
   logging.info("devices: %s", jax.devices())
-  configurables.run(WORKDIR.value)
+  configurables.run(WORKDIR.value, allow_config_change=ALLOW_CONFIG_CHANGE.value)
 
 
 def run() -> None:

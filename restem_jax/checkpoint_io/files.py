@@ -92,6 +92,12 @@ def write_json(path: str, value: Any) -> None:
   write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
+def remove_file(path: str) -> None:
+  """Deletes one file, if there (process 0 only)."""
+  if jax.process_index() == 0 and exists(path):
+    _path(path).unlink()
+
+
 def remove_tree(path: str) -> None:
   """Deletes a directory (or prefix) and everything below it, if there (process 0 only)."""
   if jax.process_index() == 0 and exists(path):

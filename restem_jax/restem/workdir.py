@@ -1,0 +1,171 @@
+"""One run per workdir: the configuration that made its files, and who is writing them.
+
+A workdir's finished stages are only valid for the configuration that made
+them: rerun with other samples per problem, shard size or validation seed,
+and old and new results would mix without a word. So the first start records
+the bindings that determine results (`fingerprint.json`); every later start
+compares and refuses on a difference, naming the bindings, unless the user
+allows it (`--allow_config_change`), which is logged and recorded.
+
+Two launches writing one workdir would corrupt it, so process 0 holds
+`lock.json` (host, pid) while the run lives. A lock left by a dead process on
+this host is stale and taken over; another host's lock is never taken
+silently, since its process cannot be checked from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import socket
+from typing import Iterator, Mapping
+
+import gin
+import jax
+import numpy as np
+
+from restem_jax.checkpoint_io import files
+from restem_jax.engine import multihost
+
+FINGERPRINT = "fingerprint.json"
+LOCK = "lock.json"
+CONFIG = "config.gin"
+# Placement and speed only: a run's samples depend on (seed, problem, sample
+# index), not on slots or mesh (tests/test_sampler.py, tests/test_sharding.py).
+NOT_RESULTS = ("MeshConfig.", "RestemConfig.sample_batch", "ModelConfig.remat",
+               "ModelConfig.scan_unroll")
+
+
+class WorkdirError(RuntimeError):
+  """The workdir belongs to another configuration or another running process."""
+
+
+def bindings() -> dict[str, str]:
+  """Every gin binding that can change a run's results, as {"Class.param": repr(value)}."""
+  out = {}
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    name = selector.rsplit(".", 1)[-1]
+    for param, value in params.items():
+      key = f"{scope + '/' if scope else ''}{name}.{param}"
+      if name == "macro":  # A macro binding is `NAME/gin.macro.value`.
+        key = scope
+      if not key.startswith(NOT_RESULTS):
+        out[key] = repr(value)
+  return dict(sorted(out.items()))
+
+
+def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+  """Human-readable `key: old -> new` lines (unset means the library default)."""
+  lines = []
+  for key in sorted(set(old) | set(new)):
+    if old.get(key) != new.get(key):
+      lines.append(f"{key}: {old.get(key, '(default)')} -> {new.get(key, '(default)')}")
+  return lines
+
+
+def check_config(workdir: str, allow_change: bool = False) -> None:
+  """Records the run's bindings on first start; refuses a rerun with different ones.
+
+  Every process compares (they read the same file); process 0 writes the
+  fingerprint and `config.gin` only once the check passed.
+  """
+  path = os.path.join(workdir, FINGERPRINT)
+  current = bindings()
+  record = files.read_json(path) if files.exists(path) else None
+  multihost.sync("fingerprint read")
+  changed = differences(record["bindings"], current) if record else []
+  if changed and not allow_change:
+    raise WorkdirError(
+        f"{workdir} holds results of another configuration; these bindings differ from its "
+        f"{FINGERPRINT}:\n  " + "\n  ".join(changed) + "\nUse a new --workdir for the new "
+        "configuration, or pass --allow_config_change to reuse this one: every finished stage "
+        "(E-step shards, kept sets, checkpoints, metrics) made under the old values is kept.")
+  if changed:
+    logging.warning("--allow_config_change: keeping %s's finished stages, made with the old "
+                    "values of:\n  %s", workdir, "\n  ".join(changed))
+  if record is None or changed:
+    history = (record or {}).get("changes", [])
+    if changed:
+      history.append({"time": _now(), "changed": changed})
+    files.write_json(path, {"bindings": current, "changes": history})
+  files.write_text(os.path.join(workdir, CONFIG), gin.config_str())
+  multihost.sync("fingerprint written")
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[None]:
+  """Holds the workdir's lock (process 0, for the whole run) until the block exits."""
+  path = os.path.join(workdir, LOCK)
+  error = _acquire(path) if jax.process_index() == 0 else ""
+  if not multihost.agree(np.int32(not error)):
+    raise WorkdirError(error or f"process 0 could not lock {workdir} (its log says why).")
+  try:
+    yield
+  finally:
+    if jax.process_index() == 0:
+      _release(path)
+
+
+def _acquire(path: str) -> str:
+  """'' once this process holds the lock at `path`, else why not."""
+  me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
+  for _ in range(2):  # A second try after removing a stale lock.
+    if _create(path, json.dumps(me)):
+      return ""
+    try:
+      owner = files.read_json(path)
+    except (OSError, ValueError):
+      owner = None  # Being written, or damaged: treat as held.
+    if owner and owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+      logging.warning("%s: taking over the stale lock of pid %s (no longer running)",
+                      path, owner.get("pid"))
+      files.remove_file(path)
+      continue
+    who = (f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}"
+           if owner else "another process")
+    return (f"{os.path.dirname(path)} is in use by {who}. Two runs in one workdir would mix "
+            f"their files: wait for that run to end, or, if it is gone (e.g. its VM was "
+            f"preempted), delete {path} and rerun.")
+  return f"could not take the lock {path}"
+
+
+def _create(path: str, text: str) -> bool:
+  """Creates `path` with `text` unless it exists (exclusive on a local disk)."""
+  if files.is_remote(path):
+    # An object store has no exclusive create here; the read-back narrows the race.
+    if files.exists(path):
+      return False
+    files.write_text(path, text)
+    return files.read_text(path) == text
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  return True
+
+
+def _release(path: str) -> None:
+  try:
+    if files.read_json(path).get("pid") == os.getpid():
+      files.remove_file(path)
+  except (OSError, ValueError):
+    pass
+
+
+def _alive(pid) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, TypeError, ValueError):
+    return True  # Exists but not ours, or unreadable: never assume it is gone.
+  return True
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

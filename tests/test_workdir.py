@@ -1,0 +1,121 @@
+"""A workdir refuses another configuration's rerun and a second live run."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+import gin
+from absl.testing import absltest
+
+from restem_jax.restem import workdir
+from tests.test_loop import MICRO, run_micro
+
+
+def parse(*bindings):
+  from restem_jax import configurables  # noqa: F401  pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([MICRO], list(bindings))
+
+
+class FingerprintTest(absltest.TestCase):
+
+  def tearDown(self):
+    gin.clear_config()
+    super().tearDown()
+
+  def test_changed_binding_is_refused_by_name_and_nothing_is_rewritten(self):
+    d = tempfile.mkdtemp()
+    parse()
+    workdir.check_config(d)
+    before = {name: open(os.path.join(d, name)).read()
+              for name in (workdir.FINGERPRINT, workdir.CONFIG)}
+    parse("RestemConfig.num_samples = 8", "RestemConfig.val_seed = 3")
+    with self.assertRaises(workdir.WorkdirError) as raised:
+      workdir.check_config(d)
+    message = str(raised.exception)
+    self.assertIn("RestemConfig.num_samples: 4 -> 8", message)
+    self.assertIn("RestemConfig.val_seed: (default) -> 3", message)
+    self.assertIn("--allow_config_change", message)
+    self.assertNotIn("shard_size", message)  # Unchanged bindings are not listed.
+    for name, text in before.items():
+      self.assertEqual(open(os.path.join(d, name)).read(), text)
+
+  def test_allowed_change_is_recorded(self):
+    d = tempfile.mkdtemp()
+    parse()
+    workdir.check_config(d)
+    parse("RestemConfig.iterations = 3")
+    with self.assertLogs(level="WARNING") as logs:
+      workdir.check_config(d, allow_change=True)
+    self.assertIn("RestemConfig.iterations: 2 -> 3", "\n".join(logs.output))
+    record = json.load(open(os.path.join(d, workdir.FINGERPRINT)))
+    self.assertEqual(record["bindings"]["RestemConfig.iterations"], "3")
+    self.assertEqual(record["changes"][0]["changed"], ["RestemConfig.iterations: 2 -> 3"])
+    self.assertIn("RestemConfig.iterations = 3", open(os.path.join(d, workdir.CONFIG)).read())
+    workdir.check_config(d)  # The new values are now the workdir's own.
+
+  def test_placement_settings_may_change(self):
+    d = tempfile.mkdtemp()
+    parse()
+    workdir.check_config(d)
+    parse("MeshConfig.data = 1", "RestemConfig.sample_batch = 4", "ModelConfig.remat = False")
+    workdir.check_config(d)
+
+  def test_macro_and_scoped_bindings_count(self):
+    parse("base/FinetuneConfig.max_steps = 7")
+    self.assertEqual(workdir.bindings()["base/FinetuneConfig.max_steps"], "7")
+
+  def test_the_run_refuses_before_any_work(self):
+    d = tempfile.mkdtemp()
+    parse("RestemConfig.num_samples = 2")
+    workdir.check_config(d)
+    gin.clear_config()
+    with self.assertRaisesRegex(workdir.WorkdirError, "RestemConfig.num_samples: 2 -> 4"):
+      run_micro(d)
+    self.assertEqual(sorted(os.listdir(d)), [workdir.CONFIG, workdir.FINGERPRINT])
+
+
+class LockTest(absltest.TestCase):
+
+  def write_lock(self, d, host, pid):
+    with open(os.path.join(d, workdir.LOCK), "w") as f:
+      json.dump({"host": host, "pid": pid, "since": "then"}, f)
+
+  def test_held_while_running_and_released(self):
+    d = tempfile.mkdtemp()
+    with workdir.lock(d):
+      owner = json.load(open(os.path.join(d, workdir.LOCK)))
+      self.assertEqual((owner["host"], owner["pid"]), (socket.gethostname(), os.getpid()))
+    self.assertFalse(os.path.exists(os.path.join(d, workdir.LOCK)))
+
+  def test_a_live_process_keeps_it(self):
+    d = tempfile.mkdtemp()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    self.addCleanup(other.kill)
+    self.write_lock(d, socket.gethostname(), other.pid)
+    with self.assertRaisesRegex(workdir.WorkdirError, f"in use by pid {other.pid} on "):
+      with workdir.lock(d):
+        pass
+    self.assertEqual(json.load(open(os.path.join(d, workdir.LOCK)))["pid"], other.pid)
+
+  def test_another_hosts_lock_is_never_taken(self):
+    d = tempfile.mkdtemp()
+    self.write_lock(d, "some-other-host", 1)
+    with self.assertRaisesRegex(workdir.WorkdirError, "delete .*lock.json"):
+      with workdir.lock(d):
+        pass
+
+  def test_a_dead_process_lock_is_taken_over(self):
+    d = tempfile.mkdtemp()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    self.write_lock(d, socket.gethostname(), gone.pid)
+    with workdir.lock(d):
+      self.assertEqual(json.load(open(os.path.join(d, workdir.LOCK)))["pid"], os.getpid())
+
+
+if __name__ == "__main__":
+  absltest.main()
