@@ -9,10 +9,11 @@ import jax
 import seqio
 from absl.testing import absltest
 
+from restem_jax.checkpoint_io import files
 from restem_jax.engine import partitioning
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.sampler import SamplingConfig
-from restem_jax.restem import e_step
+from restem_jax.restem import e_step, stages
 from tests.micro_task import make_micro_task
 from tests.utils import TINY, tiny_params
 
@@ -99,12 +100,95 @@ class EStepTest(absltest.TestCase):
         self.run_e_step(out, dataclasses.replace(self.task, score_batch=fragile), problems)
       self.assertEqual(sorted(os.listdir(out)), ["shard_00000.jsonl", "shard_00001.jsonl"])
       kept = {name: open(os.path.join(out, name)).read() for name in os.listdir(out)}
-      self.assertLen(kept["shard_00001.jsonl"].splitlines(), 8)
+      self.assertLen(kept["shard_00001.jsonl"].splitlines(), 8 + 1)  # Samples, end record.
       resumed = self.run_e_step(out, problems=problems)
       for name, text in kept.items():  # Finished shards are read back, not redone.
         self.assertEqual(open(os.path.join(out, name)).read(), text)
       clean = self.run_e_step(os.path.join(tmp, "clean"), problems=problems)
     self.assertEqual(resumed, clean)
+
+  def test_damaged_shards_are_sampled_again_and_whole_ones_kept(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      clean = self.run_e_step(tmp)
+      paths = [os.path.join(tmp, f"shard_{k:05d}.jsonl") for k in range(3)]
+      whole = open(paths[0]).read()
+      lines = open(paths[1]).read().splitlines(keepends=True)
+      with open(paths[1], "w") as f:  # Cut after its last sample: the end record is gone.
+        f.writelines(lines[:-1])
+      open(paths[2], "w").close()  # Zero length, as a crash before the data reached disk.
+      with self.assertLogs(level="WARNING") as logs:
+        resumed = self.run_e_step(tmp)
+      self.assertEqual(resumed, clean)
+      self.assertEqual(open(paths[0]).read(), whole)
+      log = "\n".join(logs.output)
+      for path in paths[1:]:
+        self.assertIn(f"{path}: line", log)
+        self.assertLen(e_step.read_samples(path), 4 * SAMPLING.num_samples)
+
+
+class SamplesFileTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.path = os.path.join(tempfile.mkdtemp(), "samples.jsonl")
+    self.samples = [e_step.Sample(f"p{i}", "Q", f"answer {i}", float(i % 2), -1.5, 1, i)
+                    for i in range(5)]
+    e_step.write_samples(self.path, self.samples)
+    self.text = open(self.path).read()
+
+  def damage(self, text):
+    with open(self.path, "w") as f:
+      f.write(text)
+
+  def test_round_trip(self):
+    self.assertEqual(e_step.read_samples(self.path), self.samples)
+    e_step.write_samples(self.path, [])
+    self.assertEqual(e_step.read_samples(self.path), [])
+
+  def test_cut_short_anywhere_is_caught_with_its_line(self):
+    for cut in (0, 1, len(self.text) // 2, len(self.text) - 2):
+      with self.subTest(cut=cut):
+        self.damage(self.text[:cut])
+        with self.assertRaisesRegex(files.DamagedFileError, rf"{self.path}: line \d+: no end"):
+          e_step.read_samples(self.path)
+
+  def test_altered_or_dropped_lines_are_caught(self):
+    lines = self.text.splitlines(keepends=True)
+    for name, text in (("flipped", self.text.replace("answer 3", "answer 8")),
+                       ("dropped", "".join(lines[:2] + lines[3:]))):
+      with self.subTest(name):
+        self.damage(text)
+        with self.assertRaisesRegex(files.DamagedFileError, "altered"):
+          e_step.read_samples(self.path)
+
+  def test_a_damaged_stage_file_is_computed_again(self):
+    self.damage(self.text[:-10])
+    with self.assertLogs(level="WARNING") as logs:
+      value = stages.stage(self.path, lambda: self.samples[:2], read=e_step.read_samples,
+                           write=e_step.write_samples)
+    self.assertEqual(value, self.samples[:2])
+    self.assertEqual(e_step.read_samples(self.path), self.samples[:2])
+    self.assertIn("computing it again", "\n".join(logs.output))
+
+  def test_damaged_json_names_file_and_line(self):
+    path = os.path.join(os.path.dirname(self.path), "metrics.json")
+    files.write_json(path, {"a": 1, "b": [1, 2]})
+    with open(path) as f:
+      text = f.read()
+    with open(path, "w") as f:
+      f.write(text[:-4])
+    with self.assertRaisesRegex(files.DamagedFileError, rf"{path}: line \d+: not valid JSON"):
+      files.read_json(path)
+
+  def test_writes_reach_the_disk_before_the_rename(self):
+    synced = []
+    real = os.fsync
+    os.fsync = lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd)
+    try:
+      e_step.write_samples(self.path, self.samples)
+    finally:
+      os.fsync = real
+    self.assertEqual(synced, [self.path + ".tmp", os.path.dirname(self.path)])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Orbax checkpoints, restored straight into shards, and the base checkpoint directory.
 
 A checkpoint directory holds `params/` (the Decoder's parameter tree, or a
-TrainState's fields) written by Orbax. A checkpoint that `exists` is
+TrainState's fields) written by Orbax, and `params.sha256.json`, the digest
+of every file in it, checked before every restore (a flipped byte fails
+loudly instead of restoring different weights). A checkpoint that `exists` is
 complete, which the loop relies on to resume after a kill: on a local disk
 it is written to a temporary sibling and renamed into place; in a gs://
 bucket, where a rename is a copy, Orbax's own commit marker (written last)
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import logging
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from restem_jax.checkpoint_io import files
@@ -33,6 +37,7 @@ from restem_jax.engine import multihost
 from restem_jax.engine.config import ModelConfig
 
 PARAMS_SUBDIR = "params"
+DIGESTS = "params.sha256.json"  # SHA-256 of every file under params/, written at save.
 MODEL_GIN = "model.gin"
 HF_CONFIG = "hf_config.json"
 
@@ -61,15 +66,45 @@ def save(path: str, tree: Any) -> None:
   # In a bucket Orbax commits in place (marker last); on disk we rename a finished copy.
   tmp = final if files.is_remote(final) else final + ".tmp"
   files.remove_tree(tmp)
+  files.remove_file(os.path.join(files.resolve(path), DIGESTS))  # Never beside other params.
   multihost.sync("checkpoint cleared")
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(tmp, tree)
     checkpointer.wait_until_finished()
-  if jax.process_index() == 0 and tmp != final:
-    files.remove_tree(final)
-    os.replace(tmp, final)
+  multihost.sync("checkpoint saved")
+  if jax.process_index() == 0:
+    # On disk the digests go first: a crash before the rename leaves no
+    # checkpoint, never one with stale digests.
+    digests = files.digests(tmp)
+    if tmp != final:
+      files.remove_tree(final)
+    files.write_json(os.path.join(files.resolve(path), DIGESTS), digests)
+    if tmp != final:
+      os.replace(tmp, final)
   # Nobody reads or tests for the checkpoint before process 0 has renamed it.
   multihost.sync("checkpoint committed")
+
+
+def verify(path: str) -> None:
+  """Fails unless every file of `path/params` matches the digest written at save."""
+  problem = ""
+  if jax.process_index() == 0:
+    record = os.path.join(files.resolve(path), DIGESTS)
+    if files.exists(record):
+      expected = files.read_json(record)
+      actual = files.digests(os.path.join(files.resolve(path), PARAMS_SUBDIR))
+      bad = sorted(name for name in set(expected) | set(actual)
+                   if expected.get(name) != actual.get(name))
+      if bad:
+        problem = (f"checkpoint {path!r} is damaged: {', '.join(bad[:5])}"
+                   f"{' ...' if len(bad) > 5 else ''} differ from the digests written at save "
+                   f"({DIGESTS}). Restore it from a copy; a checkpoint the run wrote (an "
+                   "iteration's or an M-step's) is made again if you delete it.")
+    else:
+      logging.warning("%s has no %s (written by an older version or another tool): restoring "
+                      "it unverified.", path, DIGESTS)
+  if not multihost.agree(np.int32(not problem)):
+    raise CheckpointError(problem or f"checkpoint {path!r} failed verification on process 0.")
 
 
 def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
@@ -79,6 +114,7 @@ def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
         f"no checkpoint at {path!r} (expected an Orbax directory {path}/params). Point the "
         "config at an existing checkpoint, convert one with `python -m restem_jax.convert`, "
         "or let the run create its base model.")
+  verify(path)
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_tree, shardings)
   try:

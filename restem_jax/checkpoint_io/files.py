@@ -8,6 +8,7 @@ a GCS object upload is already all-or-nothing, so objects are written in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import IO, Any
@@ -27,6 +28,10 @@ SHARED_CHECK = ".shared_check"
 
 class WorkdirNotSharedError(RuntimeError):
   """Some process cannot see what process 0 writes in the workdir."""
+
+
+class DamagedFileError(ValueError):
+  """A file that is there but fails its check: truncated, altered, or not what was written."""
 
 
 def is_remote(path: str) -> bool:
@@ -66,7 +71,12 @@ def read_text(path: str) -> str:
 
 
 def read_json(path: str) -> Any:
-  return json.loads(read_text(path))
+  """The JSON value in `path`; DamagedFileError (with the line) if it does not parse."""
+  try:
+    return json.loads(read_text(path))
+  except json.JSONDecodeError as e:
+    raise DamagedFileError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}): the file is "
+                           "damaged (cut short by a crash, or edited)") from e
 
 
 def open_for_writing(path: str, mode: str = "wb") -> IO:
@@ -81,15 +91,41 @@ def write_text(path: str, text: str) -> None:
   if is_remote(path):
     _path(path).write_text(text)
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  # Data on disk before the rename, and the rename on disk before we go on:
+  # a power loss leaves the old file or the new one, never an empty one.
   with open(path + ".tmp", "w") as f:
     f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(path + ".tmp", path)
+  fd = os.open(directory, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def write_json(path: str, value: Any) -> None:
   """Writes `value` as JSON, whole (process 0 only)."""
   write_text(path, json.dumps(value, indent=1, sort_keys=True))
+
+
+def digests(directory: str) -> dict[str, str]:
+  """SHA-256 of every file under `directory`, by path relative to it."""
+  root, out, todo = _path(directory), {}, [_path(directory)]
+  while todo:
+    for path in sorted(todo.pop().iterdir()):
+      if path.is_dir():
+        todo.append(path)
+        continue
+      digest = hashlib.sha256()
+      with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+          digest.update(chunk)
+      out[str(path.relative_to(root))] = digest.hexdigest()
+  return dict(sorted(out.items()))
 
 
 def remove_file(path: str) -> None:

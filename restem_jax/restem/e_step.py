@@ -1,8 +1,9 @@
 """E-step: sample N solutions per training problem from the current policy and score them.
 
 Problems are processed in fixed shards; each finished (sampled and scored)
-shard is written as a JSONL file (via a temporary file and a rename), so a
-resumed E-step skips finished shards and no sample is lost or written twice.
+shard is written as a JSONL file (via a temporary file and a rename) that ends
+in a record of its sample count and digest, so a resumed E-step skips finished
+shards, re-does a damaged one, and no sample is lost or written twice.
 A prompt's samples depend only on (seed, iteration, problem index), not on
 the shard layout or on which shards were already finished.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 from typing import Any, Sequence
 
@@ -25,6 +28,9 @@ from restem_jax.engine import multihost
 from restem_jax.engine.engine import Completion, Engine
 from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.tasks.base import Problem, TaskSpec
+
+
+END = "_end"  # Key of a samples file's last line: {"_end": {"samples": n, "sha256": ...}}.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +70,8 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
   shards = [_Shard(os.path.join(out_dir, f"shard_{k:05d}.jsonl"),
                    problems[start:start + shard_size], start)
             for k, start in enumerate(range(0, len(problems), shard_size))]
-  done = {s.path: read_samples(s.path) for s in shards if multihost.agree(files.exists(s.path))}
+  done = {s.path: samples for s in shards
+          if (samples := _finished(s, sampling.num_samples)) is not None}
   bar = tqdm(total=len(problems), desc=f"E-step {iteration}", unit="problem",
              disable=jax.process_index() != 0)
   correct = 0
@@ -147,12 +154,56 @@ def _finish(shard: _Shard, future: concurrent.futures.Future, iteration: int) ->
   return samples
 
 
+def _finished(shard: _Shard, num_samples: int) -> list[Sample] | None:
+  """A shard's samples if an earlier run wrote it whole, for these problems; else None."""
+  if not multihost.agree(files.exists(shard.path)):
+    return None
+  try:
+    samples, damage = read_samples(shard.path), ""
+    expected = [(p.id, i) for p in shard.problems for i in range(num_samples)]
+    if [(x.problem_id, x.sample_index) for x in samples] != expected:
+      damage = (f"{shard.path}: holds {len(samples)} samples, not this shard's {len(expected)} "
+                "(problem, sample) pairs")
+  except files.DamagedFileError as e:
+    samples, damage = None, str(e)
+  if multihost.agree(not damage):
+    return samples
+  logging.warning("%s; sampling the shard again.", damage or f"{shard.path} fails elsewhere")
+  return None
+
+
 def read_samples(path: str) -> list[Sample]:
-  return [Sample(**json.loads(line)) for line in files.read_text(path).splitlines()
-          if line.strip()]
+  """The samples `write_samples` wrote to `path`; DamagedFileError if the file is not whole."""
+  parts = files.read_text(path).split("\n")
+  try:
+    end = json.loads(parts[-2])[END] if len(parts) >= 2 and parts[-1] == "" else None
+  except (ValueError, KeyError, TypeError):
+    end = None
+  if not isinstance(end, dict):
+    raise files.DamagedFileError(
+        f"{path}: line {len(parts) - 1}: no end record (sample count and digest): the file was "
+        "cut short, or not written by restem_jax")
+  body = "".join(line + "\n" for line in parts[:-2])
+  if end.get("sha256") != _digest(body) or end.get("samples") != len(parts) - 2:
+    raise files.DamagedFileError(f"{path}: its lines do not match its end record (count "
+                                 f"{end.get('samples')} and digest): the file was altered")
+  samples = []
+  for number, line in enumerate(parts[:-2], 1):
+    try:
+      samples.append(Sample(**json.loads(line)))
+    except (ValueError, TypeError) as e:
+      raise files.DamagedFileError(f"{path}: line {number}: not a sample ({e})") from e
+  return samples
 
 
 def write_samples(path: str, samples: Sequence[Sample]) -> None:
-  """Writes samples as one JSONL file, atomically (process 0 only)."""
-  files.write_text(path, "".join(s.to_json() + "\n" for s in samples))
+  """Writes samples as JSONL ending in a record of their count and digest (atomically,
+  synced to disk, process 0 only), so a cut or altered file is caught on reading."""
+  body = "".join(s.to_json() + "\n" for s in samples)
+  end = json.dumps({END: {"samples": len(samples), "sha256": _digest(body)}})
+  files.write_text(path, body + end + "\n")
+
+
+def _digest(text: str) -> str:
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -33,6 +33,8 @@ def solve_rates(path: str) -> dict[str, float]:
   total, count = collections.defaultdict(float), collections.Counter()
   for name in files:
     for lineno, row in readers.read_jsonl(name):
+      if isinstance(row, dict) and set(row) == {"_end"}:
+        continue  # A samples file's closing count and digest (restem/e_step.py).
       if not isinstance(row, dict) or "problem_id" not in row or "reward" not in row:
         raise readers.MalformedRecordError(f"{name}:{lineno}: needs 'problem_id' and 'reward'")
       total[str(row["problem_id"])] += float(row["reward"])
