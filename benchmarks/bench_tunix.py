@@ -332,7 +332,7 @@ def main(argv):
       tunix_sampler.CacheConfig(cache_size=MAX_PROMPT_LEN + g, num_layers=cfg.num_layers,
                                 num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim))
   rows = [t for t in texts for _ in range(n)]  # No samples argument: each prompt n times.
-  tunix_batch = FLAGS.tunix_batch or len(rows)
+  tunix_batch = min(FLAGS.tunix_batch or len(rows), len(rows))  # As run_tunix chunks them.
   print(f"workload: {len(prompts)} prompts (lengths {min(map(len, prompts))}-"
         f"{max(map(len, prompts))}) x {n} samples, <= {g} new tokens, T={TEMPERATURE}, "
         f"top-k {TOP_K}, no top-p, stop ids {eos_tokens}")

@@ -19,7 +19,7 @@ import gin
 
 from restem_jax import convert
 from restem_jax.checkpoint_io import files, smollm2_gguf_path
-from restem_jax.engine.config import ModelConfig
+from restem_jax.engine.config import ModelConfig, check_types
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.partitioning import MeshConfig, make_mesh
 from restem_jax.engine.trainer import OptimizerConfig
@@ -37,6 +37,7 @@ CONFIG_CLASSES = (ModelConfig, MeshConfig, OptimizerConfig, FinetuneConfig, Rest
 def _constructor(cls: type) -> Callable[..., Any]:
   """A plain function building `cls`: gin then injects bindings without subclassing it."""
   def build(**kwargs):
+    check_types(cls, kwargs)  # Before __post_init__ compares them.
     return cls(**kwargs)
   build.__signature__ = inspect.signature(cls)
   build.__name__ = build.__qualname__ = cls.__name__
@@ -56,6 +57,31 @@ for _fn in (loop.make_base_by_sft, convert.base_from_pretrained, smollm2_gguf_pa
 def build(configurable: type | Callable[..., Any]) -> Any:
   """Calls a registered class or function with the current gin bindings."""
   return gin.get_configurable(configurable.__name__)()
+
+
+# Placement and speed only: a run's samples depend on (seed, problem, sample
+# index), not on slots or mesh (tests/test_sampler.py, tests/test_sharding.py).
+NOT_RESULTS = ("MeshConfig.", "RestemConfig.sample_batch", "ModelConfig.remat",
+               "ModelConfig.scan_unroll")
+
+
+def result_bindings() -> dict[str, str]:
+  """Every gin binding that can change a run's results, as {"Class.param": repr(value)}."""
+  out = {}
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    name = selector.rsplit(".", 1)[-1]
+    for param, value in params.items():
+      key = scope if name == "macro" else f"{scope + '/' if scope else ''}{name}.{param}"
+      if not key.startswith(NOT_RESULTS):
+        out[key] = repr(value)
+  return dict(sorted(out.items()))
+
+
+def validate() -> None:
+  """Builds every configuration class from the bindings: a wrong type or range fails
+  here, naming the binding, before any data, model or workdir is touched."""
+  for cls in CONFIG_CLASSES:
+    build(cls)
 
 
 def make_engine(model: ModelConfig, vocabulary, mesh_config: MeshConfig,
@@ -79,14 +105,16 @@ def run(workdir: str, task=gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
   The workdir is locked for the run and refuses another configuration's
   rerun unless `allow_config_change` (see `restem.workdir`).
   """
+  restem = restem or build(RestemConfig)
+  mesh_config = mesh_config or build(MeshConfig)
+  m_step_config = m_step_config or build(FinetuneConfig)
+  optimizer = optimizer or build(OptimizerConfig)
+  evaluation = evaluation or build(EvalConfig)
   files.makedirs(workdir)
   with workdir_lib.lock(workdir):
-    workdir_lib.check_config(workdir, allow_config_change)
-    restem = restem or build(RestemConfig)
-    mesh_config = mesh_config or build(MeshConfig)
+    workdir_lib.check_config(workdir, result_bindings(), gin.config_str(), allow_config_change)
     engine = make_engine(model, task.vocabulary, mesh_config, restem)
-    return loop.run(workdir, engine, task, restem, m_step_config or build(FinetuneConfig),
-                    optimizer or build(OptimizerConfig), evaluation or build(EvalConfig),
+    return loop.run(workdir, engine, task, restem, m_step_config, optimizer, evaluation,
                     base_checkpoint, make_base)
 
 

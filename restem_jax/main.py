@@ -55,12 +55,13 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
   import gin
 
   import restem_jax.tasks  # noqa: F401  (registers the seqio tasks)
-  from restem_jax import configurables  # noqa: F401  (the names gin files use)
+  from restem_jax import configurables  # the names gin files use
 
   for path in search_paths:
     gin.add_config_file_search_path(path)
   try:
     gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=True)
+    configurables.validate()
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise app.UsageError(f"bad gin configuration: {e}") from e
 

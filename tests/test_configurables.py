@@ -7,6 +7,7 @@ import gin
 from absl.testing import absltest
 
 from restem_jax import configurables
+from restem_jax.checkpoint_io.checkpoints import CheckpointError
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.restem.loop import RestemConfig
 
@@ -38,6 +39,30 @@ class ConfigurablesTest(absltest.TestCase):
     gin.parse_config_files_and_bindings([MICRO], [f"MeshConfig.data = {too_many}"])
     with self.assertRaisesRegex(ConfigError, f"data={too_many}"):
       configurables.run(tempfile.mkdtemp())
+
+  def test_wrong_types_and_ranges_fail_at_parse_naming_the_binding(self):
+    for binding, message in (
+        ("RestemConfig.iterations = 'two'", "RestemConfig.iterations='two' must be an int"),
+        ("RestemConfig.num_samples = 2.5", "RestemConfig.num_samples=2.5 must be an int"),
+        ("RestemConfig.num_samples = 0", "RestemConfig.num_samples=0 must be >= 1"),
+        ("EvalConfig.pass_ks = (1, '4')", r"EvalConfig.pass_ks=\(1, '4'\) must be a tuple"),
+        ("EvalConfig.pass_top_p = 1.5", "pass_top_p=1.5 must be in"),
+        ("FinetuneConfig.batch_size = 0", "FinetuneConfig.batch_size=0 must be >= 1"),
+        ("OptimizerConfig.warmup_steps = -1", "warmup_steps=-1 must be >= 0"),
+        ("ModelConfig.remat = 'yes'", "ModelConfig.remat='yes' must be True or False")):
+      with self.subTest(binding):
+        gin.clear_config()
+        gin.parse_config([binding])
+        with self.assertRaisesRegex(ConfigError, message):
+          configurables.validate()
+
+  def test_a_named_base_checkpoint_must_exist(self):
+    import tests.micro_task  # noqa: F401  pylint: disable=import-outside-toplevel
+    missing = os.path.join(tempfile.mkdtemp(), "typo")
+    gin.parse_config_files_and_bindings([MICRO], [f"run.base_checkpoint = '{missing}'"])
+    with self.assertRaisesRegex(CheckpointError, "names no checkpoint.*check the path"):
+      configurables.run(tempfile.mkdtemp())
+    self.assertFalse(os.path.exists(missing))  # No base was trained there.
 
   def test_library_layers_do_not_import_gin(self):
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

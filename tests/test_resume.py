@@ -94,6 +94,14 @@ class CliTest(absltest.TestCase):
     self.assertIn("no_such_field", out.stderr)
     self.assertEqual(os.listdir(workdir), [])
 
+  def test_bad_value_fails_before_any_work(self):
+    workdir = tempfile.mkdtemp()
+    out = self.run_cli(f"--gin_file={MICRO}", f"--workdir={workdir}",
+                       "--gin.RestemConfig.iterations='two'")
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("RestemConfig.iterations='two' must be an int", out.stderr)
+    self.assertEqual(os.listdir(workdir), [])
+
   def test_missing_gin_file_and_help(self):
     out = self.run_cli("--gin_file=nope.gin", "--workdir=/tmp/x")
     self.assertNotEqual(out.returncode, 0)

@@ -10,14 +10,18 @@ import tempfile
 import gin
 from absl.testing import absltest
 
+from restem_jax import configurables
 from restem_jax.restem import workdir
 from tests.test_loop import MICRO, run_micro
 
 
 def parse(*bindings):
-  from restem_jax import configurables  # noqa: F401  pylint: disable=import-outside-toplevel
   gin.clear_config()
   gin.parse_config_files_and_bindings([MICRO], list(bindings))
+
+
+def check(d, allow_change=False):
+  workdir.check_config(d, configurables.result_bindings(), gin.config_str(), allow_change)
 
 
 class FingerprintTest(absltest.TestCase):
@@ -29,12 +33,12 @@ class FingerprintTest(absltest.TestCase):
   def test_changed_binding_is_refused_by_name_and_nothing_is_rewritten(self):
     d = tempfile.mkdtemp()
     parse()
-    workdir.check_config(d)
+    check(d)
     before = {name: open(os.path.join(d, name)).read()
               for name in (workdir.FINGERPRINT, workdir.CONFIG)}
     parse("RestemConfig.num_samples = 8", "RestemConfig.val_seed = 3")
     with self.assertRaises(workdir.WorkdirError) as raised:
-      workdir.check_config(d)
+      check(d)
     message = str(raised.exception)
     self.assertIn("RestemConfig.num_samples: 4 -> 8", message)
     self.assertIn("RestemConfig.val_seed: (default) -> 3", message)
@@ -46,32 +50,32 @@ class FingerprintTest(absltest.TestCase):
   def test_allowed_change_is_recorded(self):
     d = tempfile.mkdtemp()
     parse()
-    workdir.check_config(d)
+    check(d)
     parse("RestemConfig.iterations = 3")
     with self.assertLogs(level="WARNING") as logs:
-      workdir.check_config(d, allow_change=True)
+      check(d, allow_change=True)
     self.assertIn("RestemConfig.iterations: 2 -> 3", "\n".join(logs.output))
     record = json.load(open(os.path.join(d, workdir.FINGERPRINT)))
     self.assertEqual(record["bindings"]["RestemConfig.iterations"], "3")
     self.assertEqual(record["changes"][0]["changed"], ["RestemConfig.iterations: 2 -> 3"])
     self.assertIn("RestemConfig.iterations = 3", open(os.path.join(d, workdir.CONFIG)).read())
-    workdir.check_config(d)  # The new values are now the workdir's own.
+    check(d)  # The new values are now the workdir's own.
 
   def test_placement_settings_may_change(self):
     d = tempfile.mkdtemp()
     parse()
-    workdir.check_config(d)
+    check(d)
     parse("MeshConfig.data = 1", "RestemConfig.sample_batch = 4", "ModelConfig.remat = False")
-    workdir.check_config(d)
+    check(d)
 
   def test_macro_and_scoped_bindings_count(self):
     parse("base/FinetuneConfig.max_steps = 7")
-    self.assertEqual(workdir.bindings()["base/FinetuneConfig.max_steps"], "7")
+    self.assertEqual(configurables.result_bindings()["base/FinetuneConfig.max_steps"], "7")
 
   def test_the_run_refuses_before_any_work(self):
     d = tempfile.mkdtemp()
     parse("RestemConfig.num_samples = 2")
-    workdir.check_config(d)
+    check(d)
     gin.clear_config()
     with self.assertRaisesRegex(workdir.WorkdirError, "RestemConfig.num_samples: 2 -> 4"):
       run_micro(d)

@@ -3,11 +3,71 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import types
+import typing
+from typing import Any, Literal, Mapping
 
 
 class ConfigError(ValueError):
   """A configuration that cannot work; the message names the field and the fix."""
+
+
+def check_types(cls: type, values: Mapping[str, Any]) -> None:
+  """Fails unless each value matches its dataclass field's annotation (ints for
+  ints, no bools for numbers, tuples of the right items), before any use of it."""
+  hints = typing.get_type_hints(cls)
+  for name, value in values.items():
+    if name in hints and not _matches(value, hints[name]):
+      raise ConfigError(f"{cls.__name__}.{name}={value!r} must be {_describe(hints[name])}; "
+                        f"fix the binding {cls.__name__}.{name}.")
+
+
+def at_least(config: Any, **minimums: float) -> None:
+  """Fails naming the first field below its minimum."""
+  for name, minimum in minimums.items():
+    value = getattr(config, name)
+    if value < minimum:
+      raise ConfigError(f"{type(config).__name__}.{name}={value!r} must be >= {minimum}.")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if hint is Any:
+    return True
+  if origin in (typing.Union, types.UnionType):
+    return any(_matches(value, arg) for arg in args)
+  if hint is type(None):
+    return value is None
+  if hint is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if origin is tuple:
+    if not isinstance(value, (tuple, list)):
+      return False
+    items = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+    return len(items) == len(value) and all(_matches(v, a) for v, a in zip(value, items))
+  if origin is Literal:
+    return value in args
+  if isinstance(hint, type):
+    return isinstance(value, hint)
+  return True  # Other annotations (protocols, callables) are left to their users.
+
+
+def _describe(hint: Any) -> str:
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin in (typing.Union, types.UnionType):
+    return " or ".join(_describe(a) for a in args)
+  if hint is type(None):
+    return "None"
+  if origin is tuple:
+    inner = _describe(args[0]) + ", ..." if len(args) == 2 and args[1] is Ellipsis else \
+        ", ".join(_describe(a) for a in args)
+    return f"a tuple ({inner})"
+  if origin is Literal:
+    return "one of " + ", ".join(map(repr, args))
+  return {int: "an int", float: "a number", bool: "True or False", str: "a string"}.get(
+      hint, getattr(hint, "__name__", str(hint)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from restem_jax.engine import multihost, partitioning
-from restem_jax.engine.config import ConfigError, ModelConfig
+from restem_jax.engine.config import ConfigError, ModelConfig, at_least
 from restem_jax.engine.model import Decoder, causal_mask, positions_of
 from restem_jax.engine.params import abstract_params, param_shardings, place
 
@@ -54,6 +54,8 @@ class OptimizerConfig:
     if self.schedule not in ("constant", "cosine", "linear", "rsqrt"):
       raise ConfigError(f"OptimizerConfig.schedule={self.schedule!r} is unknown; use "
                         "'constant', 'cosine', 'linear' or 'rsqrt'.")
+    at_least(self, warmup_steps=0, decay_steps=1, weight_decay=0.0, max_grad_norm=0.0,
+             b1=0.0, b2=0.0)
     if self.learning_rate <= 0:
       raise ConfigError(f"OptimizerConfig.learning_rate={self.learning_rate} must be > 0.")
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from restem_jax.restem import metrics, rewarding
+from restem_jax.engine.config import ConfigError, at_least
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.tasks.base import Problem, TaskSpec
@@ -29,7 +30,14 @@ class EvalConfig:
   seed: int = 1234
 
   def __post_init__(self):
-    for k in self.pass_ks + self.maj_ks:
+    at_least(self, pass_k_samples=1, pass_temperature=0.0, train_eval_size=0,
+             train_eval_samples=1, max_new_tokens=1)
+    if not 0 < self.pass_top_p <= 1:
+      raise ConfigError(f"EvalConfig.pass_top_p={self.pass_top_p} must be in (0, 1].")
+    if any(k < 1 for k in tuple(self.pass_ks) + tuple(self.maj_ks)):
+      raise ConfigError(f"EvalConfig: every k in pass_ks={self.pass_ks} and "
+                        f"maj_ks={self.maj_ks} must be >= 1.")
+    for k in tuple(self.pass_ks) + tuple(self.maj_ks):
       if k > self.pass_k_samples:
         raise ValueError(f"EvalConfig: k={k} exceeds pass_k_samples={self.pass_k_samples}; "
                          "raise pass_k_samples or drop that k.")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from restem_jax.checkpoint_io import checkpoints, files
 from restem_jax.engine import multihost
+from restem_jax.engine.config import at_least
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.trainer import Batch, Examples, Trainer
 
@@ -34,6 +35,7 @@ class FinetuneConfig:
   seed: int = 0
 
   def __post_init__(self):
+    at_least(self, batch_size=1, patience=0, seq_len=2)
     if self.eval_every < 1 or self.max_steps < self.eval_every:
       raise ValueError(f"FinetuneConfig: need 1 <= eval_every ({self.eval_every}) <= max_steps "
                        f"({self.max_steps}).")

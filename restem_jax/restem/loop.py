@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from restem_jax.checkpoint_io import checkpoints, files
+from restem_jax.engine.config import at_least
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.sampler import SamplingConfig
 from restem_jax.engine.trainer import OptimizerConfig, Trainer
@@ -60,6 +61,10 @@ class RestemConfig:
   # model's) instead of sampling; prompts are text, so any tokenizer works.
   kept_from: str | None = None
 
+  def __post_init__(self):
+    at_least(self, iterations=0, num_samples=1, temperature=0.0, top_k=0, max_new_tokens=1,
+             max_per_problem=1, val_size=1, shard_size=1, max_prompt_len=1, sample_batch=1)
+
 
 def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
         m_step_config: finetune.FinetuneConfig, optimizer: OptimizerConfig,
@@ -79,6 +84,11 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
                               top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
   val_reward = lambda params: evaluator.greedy_pass_at_1(params, problems["validation"],
                                                          "validation reward")
+  if base_checkpoint and not checkpoints.exists(base_checkpoint):
+    raise checkpoints.CheckpointError(
+        f"run.base_checkpoint={base_checkpoint!r} names no checkpoint (expected "
+        f"{base_checkpoint}/params): check the path. A base is made only when none is named "
+        "(run.base_checkpoint = None makes it in WORKDIR/base).")
   base_path = base_checkpoint or os.path.join(workdir, "base")
   if not checkpoints.exists(base_path) and make_base is not None:
     make_base(base_path, engine=engine, trainer=trainer,
@@ -208,8 +218,8 @@ def make_base_by_sft(path: str, *, engine: Engine, trainer: Trainer, labelled, v
   `optimizer` defaults to the run's (the M-step's) optimizer.
   """
   if not labelled:
-    raise ValueError(f"make_base_by_sft trains the base on the task's labelled split, but the "
-                     f"task has none (or it is empty); give run.base_checkpoint instead.")
+    raise ValueError("make_base_by_sft trains the base on the task's labelled split, but the "
+                     "task has none (or it is empty); give run.base_checkpoint instead.")
   logging.info("no base checkpoint at %s: training one on %d labelled problems", path,
                len(labelled))
   if optimizer is not None:

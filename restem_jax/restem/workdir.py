@@ -23,7 +23,6 @@ import os
 import socket
 from typing import Iterator, Mapping
 
-import gin
 import jax
 import numpy as np
 
@@ -33,28 +32,10 @@ from restem_jax.engine import multihost
 FINGERPRINT = "fingerprint.json"
 LOCK = "lock.json"
 CONFIG = "config.gin"
-# Placement and speed only: a run's samples depend on (seed, problem, sample
-# index), not on slots or mesh (tests/test_sampler.py, tests/test_sharding.py).
-NOT_RESULTS = ("MeshConfig.", "RestemConfig.sample_batch", "ModelConfig.remat",
-               "ModelConfig.scan_unroll")
 
 
 class WorkdirError(RuntimeError):
   """The workdir belongs to another configuration or another running process."""
-
-
-def bindings() -> dict[str, str]:
-  """Every gin binding that can change a run's results, as {"Class.param": repr(value)}."""
-  out = {}
-  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
-    name = selector.rsplit(".", 1)[-1]
-    for param, value in params.items():
-      key = f"{scope + '/' if scope else ''}{name}.{param}"
-      if name == "macro":  # A macro binding is `NAME/gin.macro.value`.
-        key = scope
-      if not key.startswith(NOT_RESULTS):
-        out[key] = repr(value)
-  return dict(sorted(out.items()))
 
 
 def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
@@ -66,14 +47,16 @@ def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
   return lines
 
 
-def check_config(workdir: str, allow_change: bool = False) -> None:
-  """Records the run's bindings on first start; refuses a rerun with different ones.
+def check_config(workdir: str, current: Mapping[str, str], config_text: str,
+                 allow_change: bool = False) -> None:
+  """Records the run's result-determining bindings ({"Class.param": repr(value)}) on
+  first start; refuses a rerun with different ones.
 
   Every process compares (they read the same file); process 0 writes the
-  fingerprint and `config.gin` only once the check passed.
+  fingerprint and `config_text` (as config.gin) only once the check passed.
   """
   path = os.path.join(workdir, FINGERPRINT)
-  current = bindings()
+  current = dict(current)
   record = files.read_json(path) if files.exists(path) else None
   multihost.sync("fingerprint read")
   changed = differences(record["bindings"], current) if record else []
@@ -91,7 +74,7 @@ def check_config(workdir: str, allow_change: bool = False) -> None:
     if changed:
       history.append({"time": _now(), "changed": changed})
     files.write_json(path, {"bindings": current, "changes": history})
-  files.write_text(os.path.join(workdir, CONFIG), gin.config_str())
+  files.write_text(os.path.join(workdir, CONFIG), config_text)
   multihost.sync("fingerprint written")
 
 
