@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from absl import app, flags, logging
@@ -22,6 +23,9 @@ SEARCH_PATHS = flags.DEFINE_list(
     "gin_search_paths", [".", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
     "Directories searched for --gin_file paths and gin includes.")
 WORKDIR = flags.DEFINE_string("workdir", None, "Where every artefact of the run is written.")
+VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "On a known error (configuration, checkpoint, data, workdir), print the "
+    "traceback too; it is always written to WORKDIR/error.log.")
 ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Rerun a workdir with bindings that differ from its "
     "fingerprint.json, keeping the stages made under the old ones (they are listed in the log).")
@@ -121,7 +125,34 @@ def main(argv: Sequence[str]) -> None:
   from restem_jax import configurables
 
   logging.info("devices: %s", jax.devices())
-  configurables.run(WORKDIR.value, allow_config_change=ALLOW_CONFIG_CHANGE.value)
+  try:
+    configurables.run(WORKDIR.value, allow_config_change=ALLOW_CONFIG_CHANGE.value)
+  except user_errors() as e:
+    if VERBOSE.value:
+      raise
+    log = os.path.join(WORKDIR.value, "error.log")
+    try:
+      from restem_jax.checkpoint_io import files  # pylint: disable=import-outside-toplevel
+      files.write_text(log, traceback.format_exc())
+    except OSError:
+      log = "not written"
+    # gin appends the configurable it was calling on a line of its own.
+    message = str(e).split("\n  In call to configurable")[0]
+    print(f"error: {message}\n(traceback: {log}; --verbose prints it)", file=sys.stderr,
+          flush=True)
+    sys.exit(1)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """Errors whose message says what to fix: reported in a line, not a traceback."""
+  # pylint: disable=import-outside-toplevel
+  from restem_jax.checkpoint_io import checkpoints, files, gguf_io, hf_config, safetensors_io
+  from restem_jax.engine.config import ConfigError
+  from restem_jax.restem.workdir import WorkdirError
+  from restem_jax.tasks.readers import DatasetMissingError, MalformedRecordError
+  return (ConfigError, checkpoints.CheckpointError, files.DamagedFileError,
+          files.WorkdirNotSharedError, WorkdirError, DatasetMissingError, MalformedRecordError,
+          gguf_io.GGUFError, hf_config.UnsupportedModelError, safetensors_io.SafetensorsError)
 
 
 def run() -> None:

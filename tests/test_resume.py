@@ -102,6 +102,32 @@ class CliTest(absltest.TestCase):
     self.assertIn("RestemConfig.iterations='two' must be an int", out.stderr)
     self.assertEqual(os.listdir(workdir), [])
 
+  def test_checkpoint_errors_end_in_one_line_with_the_traceback_in_the_workdir(self):
+    from restem_jax.checkpoint_io import checkpoints  # pylint: disable=import-outside-toplevel
+    from restem_jax.engine.config import ModelConfig  # pylint: disable=import-outside-toplevel
+    from tests.utils import TINY, tiny_params  # pylint: disable=import-outside-toplevel
+    micro = ModelConfig(vocab_size=264, embed_dim=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                        head_dim=16, mlp_dim=64)
+    wrong_size, damaged = (os.path.join(tempfile.mkdtemp(), name) for name in ("wrong", "bad"))
+    checkpoints.save(wrong_size, tiny_params(TINY))
+    checkpoints.save(damaged, tiny_params(micro))
+    data = max(glob.glob(f"{damaged}/params/**/*", recursive=True), key=os.path.getsize)
+    with open(data, "r+b") as f:
+      f.seek(os.path.getsize(data) // 2)
+      f.write(b"\xff" * 64)
+    for path, message in ((wrong_size, "does not match the configured model"),
+                          (damaged, "is damaged")):
+      with self.subTest(message):
+        workdir = tempfile.mkdtemp()
+        out = self.run_cli(f"--gin_file={MICRO}", f"--workdir={workdir}",
+                           f"--gin.run.base_checkpoint='{path}'")
+        self.assertEqual(out.returncode, 1)
+        self.assertNotIn("Traceback", out.stderr)
+        error = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+        self.assertLen(error, 1)
+        self.assertIn(message, error[0])
+        self.assertIn("Traceback", open(os.path.join(workdir, "error.log")).read())
+
   def test_missing_gin_file_and_help(self):
     out = self.run_cli("--gin_file=nope.gin", "--workdir=/tmp/x")
     self.assertNotEqual(out.returncode, 0)

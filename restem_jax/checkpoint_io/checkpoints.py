@@ -117,13 +117,26 @@ def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
   verify(path)
   target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         abstract_tree, shardings)
-  try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      return checkpointer.restore(os.path.join(files.resolve(path), PARAMS_SUBDIR), target)
-  except (ValueError, KeyError) as e:
+  directory = os.path.join(files.resolve(path), PARAMS_SUBDIR)
+  with ocp.StandardCheckpointer() as checkpointer:
+    # Checked from the metadata first: a failing Orbax restore floods stderr
+    # with its worker threads' tracebacks before the error arrives.
+    _check_shapes(path, checkpointer.metadata(directory).item_metadata, target)
+    return checkpointer.restore(directory, target)
+
+
+def _check_shapes(path: str, stored: Any, target: Any) -> None:
+  have = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
+          jax.tree_util.tree_leaves_with_path(stored)}
+  want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
+          jax.tree_util.tree_leaves_with_path(target)}
+  bad = [f"{k}: stored {have.get(k, 'missing')}, model {want.get(k, 'absent')}"
+         for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+  if bad:
     raise CheckpointError(
-        f"checkpoint at {path!r} does not match the configured model: {e}. Check that "
-        "ModelConfig in gin matches the model the checkpoint was written for.") from e
+        f"checkpoint at {path!r} does not match the configured model ({len(bad)} "
+        f"parameters differ, e.g. {bad[0]}). Check that ModelConfig in gin matches the model "
+        "the checkpoint was written for.")
 
 
 # How a model is run, not what it is: left to the run's own gin files.
