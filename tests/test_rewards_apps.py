@@ -39,6 +39,11 @@ class ComparisonTest(absltest.TestCase):
     self.assertTrue(apps.stdio_output_matches("0.333333", "0.3333333333"))
     self.assertTrue(apps.stdio_output_matches("1\n2\n", ["1", "2"]))
     self.assertFalse(apps.stdio_output_matches("0.33", "0.3333333333"))
+    # Integers exactly: a float tolerance would pass an off-by-one on large answers.
+    self.assertFalse(apps.stdio_output_matches("123456790", "123456789"))
+    self.assertFalse(apps.stdio_output_matches("1 1000000001", "1 1000000000"))
+    self.assertTrue(apps.stdio_output_matches("+5 -0", "5 0"))
+    self.assertTrue(apps.stdio_output_matches("123456789.0", "123456789"))
     self.assertFalse(apps.stdio_output_matches("2 1", "1 2"))
     self.assertFalse(apps.stdio_output_matches("1 2 3", "1 2"))
     self.assertFalse(apps.stdio_output_matches("YES", "yes"))

@@ -5,8 +5,8 @@ host, so the program never sees an expected output. Reward 1 only if every
 test passes; the first failure stops the run.
 
 Output comparison follows the APPS rules for whitespace (strip lines, ignore
-blank lines and runs of spaces) and floats (np.allclose tolerances, rtol 1e-5,
-atol 1e-8). APPS's order-insensitive "set of tokens" fallback is deliberately
+blank lines and runs of spaces) and numbers (integers exactly, floats with
+np.allclose's tolerances, rtol 1e-5, atol 1e-8). APPS's order-insensitive "set of tokens" fallback is deliberately
 left out: it accepts permuted answers, i.e. false positives.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from restem_jax.rewards.sandbox import Sandbox
 
 DEFAULT_TIMEOUT = 4.0  # seconds per test, as in the APPS harness
+_INT = re.compile(r"[-+]?\d+")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _FENCE = re.compile(r"```(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -68,8 +69,14 @@ def _token_lines(text: str) -> list[list[str]]:
 
 
 def _close(a: str, b: str) -> bool:
+  """Equal as numbers: integers exactly, floats within np.allclose's tolerance.
+
+  A tolerance on integers would accept 123456790 for 123456789 (an off-by-one).
+  """
   if not (_FLOAT.fullmatch(a) and _FLOAT.fullmatch(b)):
     return False
+  if _INT.fullmatch(a) and _INT.fullmatch(b):
+    return int(a) == int(b)
   x, y = float(a), float(b)
   return abs(x - y) <= 1e-8 + 1e-5 * abs(y)
 
