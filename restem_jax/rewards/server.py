@@ -20,6 +20,8 @@ import hmac
 import http.server
 import json
 import os
+import select
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -29,14 +31,26 @@ from restem_jax.rewards import scoring
 from restem_jax.rewards.batch import RewardInputError, RewardPool
 
 _MAX_BODY = 512 << 20
+_READ_TIMEOUT = 60.0  # Seconds a client may stall mid-request before its connection closes.
+_LOG_CHARS = 300  # Longest request-derived text a log line or error reply echoes.
 _TOKEN_ENV = "RESTEM_REWARDS_TOKEN"
 
 
 def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
-                token: str | None = None) -> http.server.ThreadingHTTPServer:
-  """A server scoring with `pool`; call serve_forever() on it."""
+                token: str | None = None, *, read_timeout: float = _READ_TIMEOUT,
+                max_body: int = _MAX_BODY) -> http.server.ThreadingHTTPServer:
+  """A server scoring with `pool`; call serve_forever() on it.
+
+  Every client-side failure gets a 4xx answer, never a dropped connection: a
+  stalled upload times out (408), a missing or malformed Content-Length (411,
+  400), an oversized (413) or too deeply nested body (400, past Python's
+  recursion limit, which json enforces). A client that
+  disconnects while its batch is scored has the batch's unstarted items
+  cancelled.
+  """
 
   class Handler(http.server.BaseHTTPRequestHandler):
+    timeout = read_timeout  # Applied to the socket: reads and writes stall at most this long.
 
     def _reply(self, code: int, body: dict[str, Any]) -> None:
       data = json.dumps(body).encode()
@@ -63,26 +77,66 @@ def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
         return self._reply(404, {"error": f"no such path {self.path}"})
       if not self._authorized():
         return self._reply(401, {"error": "missing or wrong bearer token"})
-      length = int(self.headers.get("Content-Length") or 0)
-      if not 0 < length <= _MAX_BODY:
-        return self._reply(413, {"error": f"body must be 1..{_MAX_BODY} bytes"})
+      text = self.headers.get("Content-Length")
+      if text is None:
+        return self._reply(411, {"error": "Content-Length is required"})
+      if not text.strip().isdigit():
+        return self._reply(400, {"error": f"Content-Length {_clip(text)!r} is not a number"})
+      if not 0 < int(text) <= max_body:
+        return self._reply(413, {"error": f"body must be 1..{max_body} bytes"})
       try:
-        req = json.loads(self.rfile.read(length))
+        body = self.rfile.read(int(text))
+      except TimeoutError:
+        self.close_connection = True
+        return self._reply(408, {"error": f"body not received within {read_timeout:g} s"})
+      try:
+        req = json.loads(body)
         future = pool.submit(req["task"], req["problems"], req["completions"],
                              progress=False)
-        items = future.result()
+      except RecursionError:
+        return self._reply(400, {"error": "JSON nested too deeply"})
       except (KeyError, TypeError, ValueError, RewardInputError) as e:
-        return self._reply(400, {"error": f"{type(e).__name__}: {e}"})
+        return self._reply(400, {"error": _clip(f"{type(e).__name__}: {e}")})
+      items = self._wait(future)
+      if items is None:
+        return None
       self._reply(200, {"rewards": [i.reward for i in items],
                         "results": [i.result for i in items]})
 
+    def _wait(self, future: concurrent.futures.Future) -> list | None:
+      """The batch's items, or None (batch cancelled) if the client went away first."""
+      while True:
+        try:
+          return future.result(timeout=0.5)
+        except concurrent.futures.TimeoutError:
+          if _disconnected(self.connection):
+            future.cancel()
+            self.close_connection = True
+            self.log_message("client went away; its batch is cancelled")
+            return None
+        except RewardInputError as e:
+          self._reply(400, {"error": _clip(f"{type(e).__name__}: {e}")})
+          return None
+
     def log_message(self, fmt: str, *args: Any) -> None:
-      sys.stderr.write(f"reward server {self.address_string()}: "
-                       f"{fmt % args}\n")
+      sys.stderr.write(f"reward server {self.address_string()}: {_clip(fmt % args)}\n")
 
   server = http.server.ThreadingHTTPServer((host, port), Handler)
   server.daemon_threads = True
   return server
+
+
+def _clip(text: str) -> str:
+  return text if len(text) <= _LOG_CHARS else text[:_LOG_CHARS] + f"... ({len(text)} chars)"
+
+
+def _disconnected(sock: socket.socket) -> bool:
+  """Whether the peer closed its end (a readable socket with nothing to read)."""
+  try:
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+  except OSError:
+    return True
 
 
 class RewardClient:
