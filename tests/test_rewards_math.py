@@ -71,6 +71,16 @@ class ExtractionTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "humaneval"):
       rewards.extract_answer("humaneval", "x")
 
+  def test_extraction_of_long_adversarial_completions(self):
+    # These took minutes (cubic regex backtracking, quadratic normalisation)
+    # in the loop's own process, where nothing bounds them.
+    spaces = "Final Answer: The final answer is" + " " * 80_000 + "x. I hope it is correct."
+    self.assertEqual(rewards.extract_answer("math", spaces), "x")
+    self.assertEqual(m.minerva_answer(spaces), "x")
+    self.assertIsNone(rewards.extract_answer("math", "\\boxed{" + "$a" * 40_000 + "}"))
+    self.assertEqual(rewards.extract_answer("math", "Final Answer: The final answer is 2 " * 4000
+                                            + "\\boxed{5}"), "5")
+
 
 class EquivalenceTest(absltest.TestCase):
 

@@ -16,8 +16,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
-_MINERVA = re.compile(r"Final Answer:\s*The final answer is\s*(.*?)\s*\.?\s*"
-                      r"I hope it is correct", re.DOTALL)
+_FINAL, _IS, _HOPE = "Final Answer:", "The final answer is", "I hope it is correct"
 _MINERVA_OPEN = re.compile(r"The final answer is\s*(.+)")
 _THE_ANSWER_IS = re.compile(r"[Tt]he answer is[:\s]*(.+)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -63,9 +62,16 @@ def last_boxed(text: str) -> str | None:
 
 def minerva_answer(text: str) -> str | None:
   """X from the last "Final Answer: The final answer is X. I hope it is correct."."""
-  matches = _MINERVA.findall(text)
-  if matches:
-    return matches[-1].strip()
+  # String search, not a regex: `\s*(.*?)\s*\.?\s*I hope` backtracks
+  # cubically on long runs of spaces (8 KB took minutes).
+  end = text.rfind(_HOPE)
+  start = text.rfind(_FINAL, 0, end) if end >= 0 else -1
+  while start >= 0:
+    rest = text[start + len(_FINAL):end].lstrip()
+    if rest.startswith(_IS):
+      answer = rest[len(_IS):].strip()
+      return answer[:-1].strip() if answer.endswith(".") else answer
+    start = text.rfind(_FINAL, 0, start)
   # Truncated samples often lose the closing sentence; keep the line.
   matches = _MINERVA_OPEN.findall(text)
   return matches[-1].strip().rstrip(".").strip() if matches else None
@@ -214,6 +220,9 @@ def score_gsm8k(problem: Mapping[str, Any], completion: str) -> tuple[float, str
   return 0.0, f"failed: answer {pred}"
 
 
+MAX_ANSWER_CHARS = 1000  # Longer "answers" are rambling; normalising them costs O(n^2).
+
+
 def extract_answer(task: str, completion: str) -> str | None:
   """Normalised, hashable final answer for majority voting (maj@k).
 
@@ -223,7 +232,9 @@ def extract_answer(task: str, completion: str) -> str | None:
   """
   if task == "math":
     pred = math_prediction(completion)
-    return None if pred is None else normalize_final_answer(pred) or None
+    if pred is None or len(pred) > MAX_ANSWER_CHARS:  # Not an answer one could vote on.
+      return None
+    return normalize_final_answer(pred) or None
   if task == "gsm8k":
     return gsm8k_prediction(completion)
   raise ValueError(f"extract_answer supports 'math' and 'gsm8k', not {task!r}")
