@@ -114,7 +114,8 @@ def finetune(trainer: Trainer, start: Callable[[], Any], examples: Examples,
       bad_checks += 1
     progress["step"] = step
     progress["done"] = step >= config.max_steps or bool(config.patience and bad_checks >= config.patience)
-    checkpoints.save(os.path.join(workdir, f"state_{step}"), state)
+    if not progress["done"]:  # A finished run resumes from its best parameters alone.
+      checkpoints.save(os.path.join(workdir, f"state_{step}"), state)
     files.write_json(progress_path, progress)
     _remove_stale(workdir, keep={f"state_{step}", f"best_{progress['best_step']}"})
   bar.close()
