@@ -86,21 +86,16 @@ class CliTest(absltest.TestCase):
     return subprocess.run([sys.executable, "-m", "restem_jax.main", *args], cwd=ROOT, env=env(),
                           capture_output=True, text=True, timeout=300)
 
-  def test_bad_binding_fails_before_any_work(self):
-    workdir = tempfile.mkdtemp()
-    out = self.run_cli(f"--gin_file={MICRO}", f"--workdir={workdir}",
-                       "--gin.RestemConfig.no_such_field=3")
-    self.assertNotEqual(out.returncode, 0)
-    self.assertIn("no_such_field", out.stderr)
-    self.assertEqual(os.listdir(workdir), [])
-
-  def test_bad_value_fails_before_any_work(self):
-    workdir = tempfile.mkdtemp()
-    out = self.run_cli(f"--gin_file={MICRO}", f"--workdir={workdir}",
-                       "--gin.RestemConfig.iterations='two'")
-    self.assertNotEqual(out.returncode, 0)
-    self.assertIn("RestemConfig.iterations='two' must be an int", out.stderr)
-    self.assertEqual(os.listdir(workdir), [])
+  def test_bad_binding_or_value_fails_before_any_work(self):
+    for binding, message in (("RestemConfig.no_such_field=3", "no_such_field"),
+                             ("RestemConfig.iterations='two'",
+                              "RestemConfig.iterations='two' must be an int")):
+      with self.subTest(binding):
+        workdir = tempfile.mkdtemp()
+        out = self.run_cli(f"--gin_file={MICRO}", f"--workdir={workdir}", f"--gin.{binding}")
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn(message, out.stderr)
+        self.assertEqual(os.listdir(workdir), [])
 
   def test_checkpoint_errors_end_in_one_line_with_the_traceback_in_the_workdir(self):
     from restem_jax.checkpoint_io import checkpoints  # pylint: disable=import-outside-toplevel
