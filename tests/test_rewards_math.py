@@ -78,6 +78,9 @@ class ExtractionTest(absltest.TestCase):
     self.assertEqual(rewards.extract_answer("math", spaces), "x")
     self.assertEqual(m.minerva_answer(spaces), "x")
     self.assertIsNone(rewards.extract_answer("math", "\\boxed{" + "$a" * 40_000 + "}"))
+    huge = "\\boxed{" + "x+" * 500_000 + "1}"
+    self.assertEqual(m.score_math({"solution": "\\boxed{1}"}, huge),
+                     (0.0, "failed: an answer of 1000001 characters"))
     self.assertEqual(rewards.extract_answer("math", "Final Answer: The final answer is 2 " * 4000
                                             + "\\boxed{5}"), "5")
 

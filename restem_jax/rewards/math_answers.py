@@ -17,6 +17,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
 _FINAL, _IS, _HOPE = "Final Answer:", "The final answer is", "I hope it is correct"
+# Longer "answers" are rambling, not answers: normalising them costs O(n^2), a
+# symbolic check can only time out, and they would flood logs and results.
+MAX_ANSWER_CHARS = 1000
 _MINERVA_OPEN = re.compile(r"The final answer is\s*(.+)")
 _THE_ANSWER_IS = re.compile(r"[Tt]he answer is[:\s]*(.+)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -177,6 +180,8 @@ def score_math(problem: Mapping[str, Any], completion: str) -> tuple[float, str]
   pred = math_prediction(completion)
   if pred is None:
     return 0.0, "failed: no final answer"
+  if len(pred) > MAX_ANSWER_CHARS:
+    return 0.0, f"failed: an answer of {len(pred)} characters"
   if math_equiv(math_gold(problem), pred):
     return 1.0, "passed"
   return 0.0, f"failed: answer {pred!r}"
@@ -218,9 +223,6 @@ def score_gsm8k(problem: Mapping[str, Any], completion: str) -> tuple[float, str
   if Decimal(pred) == Decimal(gsm8k_gold(problem)):
     return 1.0, "passed"
   return 0.0, f"failed: answer {pred}"
-
-
-MAX_ANSWER_CHARS = 1000  # Longer "answers" are rambling; normalising them costs O(n^2).
 
 
 def extract_answer(task: str, completion: str) -> str | None:
