@@ -99,7 +99,7 @@ class ModelConfig:
   scale_embeddings: bool = False
   rope_theta: float = 10_000.0
   # Llama 3 style frequency scaling; None leaves RoPE unscaled.
-  rope_scaling: tuple[tuple[str, float], ...] | None = None
+  rope_scaling: tuple[tuple[str, float | str], ...] | None = None
   # Attention logits are scaled by query_scale; None means head_dim ** -0.5.
   query_scale: float | None = None
   # Computation dtype; parameters stay in param_dtype (fp32 master weights).
