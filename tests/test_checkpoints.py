@@ -11,6 +11,7 @@ from restem_jax.checkpoint_io import checkpoints
 from restem_jax.engine import partitioning
 from restem_jax.engine.model import Decoder
 from restem_jax.engine.params import abstract_params, param_shardings
+from restem_jax.engine.trainer import OptimizerConfig, Trainer
 from tests.utils import TINY, tiny_params
 
 
@@ -35,6 +36,15 @@ class VerifiedCheckpointTest(absltest.TestCase):
   def test_intact_checkpoint_restores_exactly(self):
     restored = self.restore()
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(self.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  def test_a_train_state_restores_from_abstract_targets(self):
+    trainer = Trainer(TINY, OptimizerConfig(name="adamw"),
+                      partitioning.make_mesh(devices=jax.devices()[:1]))
+    state = trainer.init_state(self.params)
+    checkpoints.save(self.path, state)
+    restored = checkpoints.restore(self.path, trainer.abstract_state(), trainer.state_shardings)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
   def test_flipped_bytes_fail_naming_the_file(self):

@@ -126,10 +126,7 @@ def restore(path: str, abstract_tree: Any, shardings: Any) -> Any:
 
 
 def _check_shapes(path: str, stored: Any, target: Any) -> None:
-  have = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
-          jax.tree_util.tree_leaves_with_path(stored)}
-  want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
-          jax.tree_util.tree_leaves_with_path(target)}
+  have, want = _shapes(stored), _shapes(target)
   bad = [f"{k}: stored {have.get(k, 'missing')}, model {want.get(k, 'absent')}"
          for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
   if bad:
@@ -137,6 +134,15 @@ def _check_shapes(path: str, stored: Any, target: Any) -> None:
         f"checkpoint at {path!r} does not match the configured model ({len(bad)} "
         f"parameters differ, e.g. {bad[0]}). Check that ModelConfig in gin matches the model "
         "the checkpoint was written for.")
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Leaf shapes by path, spelled alike for live trees and Orbax's metadata (which
+  stores a NamedTuple's fields and a sequence's items as dict keys)."""
+  def name(key):
+    return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+  return {"/".join(name(k) for k in keys): tuple(leaf.shape)
+          for keys, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 # How a model is run, not what it is: left to the run's own gin files.
