@@ -1,8 +1,8 @@
 """Algorithm 1 end to end on the micro task: artefacts, cap, reset-to-base, metrics."""
 
+import dataclasses
 import gc
 import glob
-import json
 import os
 import tempfile
 
@@ -12,7 +12,7 @@ import numpy as np
 from absl.testing import absltest
 
 from restem_jax.checkpoint_io import checkpoints
-from restem_jax.restem import m_step
+from restem_jax.restem import e_step, m_step
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ModelConfig
 from restem_jax.engine.engine import Engine
@@ -106,12 +106,14 @@ class LoopTest(absltest.TestCase):
       self.assertTrue(tree_equal(start, base))
 
     for i in (1, 2):
-      samples = [json.loads(l) for f in sorted(glob.glob(f"{workdir}/iter_{i}/samples/*.jsonl"))
-                 for l in open(f)]
+      samples = [dataclasses.asdict(s)
+                 for f in sorted(glob.glob(f"{workdir}/iter_{i}/samples/*.jsonl"))
+                 for s in e_step.read_samples(f)]
       self.assertLen(samples, 40 * 4)  # 48 train problems minus 8 validation, 4 samples each.
       self.assertEqual(set(samples[0]), {"problem_id", "prompt", "completion", "reward",
                                          "logprob", "iteration", "sample_index"})
-      kept = [json.loads(l) for l in open(f"{workdir}/iter_{i}/kept.jsonl")]
+      kept = [dataclasses.asdict(s)
+              for s in e_step.read_samples(f"{workdir}/iter_{i}/kept.jsonl")]
       self.assertEqual(len(kept), iterations[i]["num_kept"])
       self.assertTrue(all(s["reward"] == 1.0 for s in kept))
       per_problem = {}

@@ -72,7 +72,8 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(load(workdir), load(reference))
     for i in (1, 2):
       lines = [l for f in glob.glob(f"{workdir}/iter_{i}/samples/*.jsonl") for l in open(f)]
-      keys = [(json.loads(l)["problem_id"], json.loads(l)["sample_index"]) for l in lines]
+      rows = [json.loads(l) for l in lines if not l.startswith('{"_end"')]  # Not end records.
+      keys = [(row["problem_id"], row["sample_index"]) for row in rows]
       self.assertLen(keys, 40 * 4)
       self.assertLen(set(keys), len(keys))  # Nothing lost, nothing written twice.
       ref = sorted(l for f in glob.glob(f"{reference}/iter_{i}/samples/*.jsonl") for l in open(f))
