@@ -158,8 +158,7 @@ def check_shared(directory: str) -> None:
     seen = False
   blind = [i for i, ok in enumerate(multihost.allgather(seen)) if not ok]
   multihost.sync("shared check read")
-  if jax.process_index() == 0:
-    _path(path).unlink()
+  remove_file(path)
   if blind:
     raise WorkdirNotSharedError(
         f"process(es) {blind} cannot see {path}, which process 0 just wrote: the workdir "
