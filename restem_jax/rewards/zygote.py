@@ -1,17 +1,24 @@
-"""In-sandbox program server: forks one short-lived, unprivileged child per program.
+"""In-sandbox program server: runs untrusted programs and judges HumanEval apart from them.
 
 This file runs as a script inside the sandbox (under bubblewrap when available),
 started by `sandbox.Sandbox`. It must stay standard-library only and must not
-import the rest of the package: the sandbox only sees this directory read-only.
+import the rest of the package: the sandbox only sees this file and
+candidate.py, read-only.
 
-Why a fork server: starting a Python interpreter costs 15-80 ms, forking a warm
-one about 1 ms, and a program's own run time is often less than either.
-
-Trust model: this server is trusted, its children are not. A child drops to an
-unprivileged uid before any untrusted code runs, so it cannot signal, ptrace or
-write to this server, and everything it reports is checked here (HumanEval) or
-on the host (APPS outputs). The server never holds expected outputs, so a child,
-which inherits a copy of the server's memory, cannot read them.
+Processes, and who may trust whom:
+  server (this file, trusted)  receives requests, including HumanEval tests.
+  spawner (candidate.py)       started by exec, so it never held a request;
+                               forks one child per program. Why a spawner:
+                               forking a warm interpreter costs about 1 ms,
+                               starting one 15-80 ms.
+  program (child of spawner)   untrusted; an unprivileged uid of its own when
+                               we are root; reads only its own job.
+  judge (child of server)      trusted; runs a HumanEval test against the
+                               program over two pipes and writes the verdict
+                               on a third that the program never holds.
+A program's memory holds nothing but its own job, its filesystem shows no
+dataset, and all it can send back is data: an exit code and output (APPS,
+judged on the host) or plain return values (HumanEval, judged here).
 
 Protocol on fds 0/1: 4-byte big-endian length + UTF-8 JSON, one request, one
 response, in lock step.
@@ -19,132 +26,58 @@ response, in lock step.
 
 import builtins
 import ctypes
+import fcntl
+import importlib.util
 import json
 import os
 import resource
-import secrets
 import select
 import shutil
 import signal
+import socket
 import struct
+import subprocess
 import sys
 import time
 import traceback
 
-_RESULT_FD = 3  # where a child writes its structured result
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CANDIDATE = os.path.join(_HERE, "candidate.py")
+_spec = importlib.util.spec_from_file_location("restem_candidate", _CANDIDATE)
+candidate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(candidate)
+
 _MAX_CAPTURE = 8 << 20  # bytes of stdout/stderr kept per program
+_PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
-_PR_SET_NO_NEW_PRIVS = 38
-# Imported once here so children need not read them from disk: faster, and
-# the only way they work when the interpreter lives in a directory the
-# unprivileged uid cannot enter (e.g. pyenv under /root without bubblewrap).
-_PRELOAD = ("abc", "array", "bisect", "calendar", "cmath", "collections",
-            "contextlib", "copy", "dataclasses", "datetime", "decimal",
-            "enum", "fractions", "functools", "hashlib", "heapq", "io",
-            "itertools", "json", "math", "numbers", "operator", "queue",
-            "random", "re", "statistics", "string", "subprocess", "sys",
-            "textwrap", "threading", "time", "typing", "unicodedata")
-_PLAIN_SCALARS = (int, float, complex, str, bytes, bool, type(None))
-_PLAIN_CONTAINERS = (list, tuple, set, frozenset, dict)
-
-
-def _read_exact(fd, n):
-  buf = b""
-  while len(buf) < n:
-    chunk = os.read(fd, n - len(buf))
-    if not chunk:
-      return None
-    buf += chunk
-  return buf
-
-
-def _read_msg(fd):
-  header = _read_exact(fd, 4)
-  if header is None:
-    return None
-  body = _read_exact(fd, struct.unpack(">I", header)[0])
-  return None if body is None else json.loads(body)
-
-
-def _write_msg(fd, obj):
-  body = json.dumps(obj).encode()
-  data = struct.pack(">I", len(body)) + body
-  while data:
-    data = data[os.write(fd, data):]
 
 
 class _Server:
 
   def __init__(self, cfg):
-    for name in _PRELOAD:
-      try:
-        __import__(name)
-      except ImportError:
-        pass
     self.root = cfg["root"]
     self.uid = cfg["uid"]
     self.gid = cfg["gid"]
     self.limits = cfg["limits"]
     self.as_root = os.geteuid() == 0
     self.counter = 0
-    self.libc = ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
     # Orphaned grandchildren re-parent to us, so we can reap them and the
     # /proc sweep below never mistakes a zombie for a live escapee.
-    self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # Without root, programs share our uid: they must not ptrace us or the
+    # judge (its child) or read our memory, which holds the tests.
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    ours, theirs = socket.socketpair()
+    spawner_cfg = dict(cfg, socket=theirs.fileno())
+    self.spawner = subprocess.Popen(
+        [sys.executable, "-I", "-S", _CANDIDATE, json.dumps(spawner_cfg)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        pass_fds=(theirs.fileno(),))
+    theirs.close()
+    self.sock = ours
 
-  # ---- child side -------------------------------------------------------
-
-  def _enter_child(self, rundir, stdin_path, out_w, err_w, res_w, timeout):
-    """Confine the freshly forked child; runs before any untrusted code."""
-    os.setsid()  # own process group, so one killpg reaches all descendants
-    stdin_fd = os.open(stdin_path, os.O_RDONLY) if stdin_path else os.open(
-        os.devnull, os.O_RDONLY)
-    for src, dst in ((stdin_fd, 0), (out_w, 1), (err_w, 2), (res_w, _RESULT_FD)):
-      os.dup2(src, dst)
-    os.closerange(_RESULT_FD + 1, 1 << 16)
-    lim = self.limits
-    cpu = int(timeout) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_AS, (lim["address_space"],) * 2)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_size"],) * 2)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"],) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    nproc = lim["processes"]
-    if not self.as_root:
-      # Without a uid of our own the limit counts every process of this user.
-      nproc += _count_procs_of(os.getuid())
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    os.chdir(rundir)
-    os.environ.update(HOME=rundir, TMPDIR=rundir, PWD=rundir)
-    if self.as_root:
-      os.setgroups([])
-      os.setresgid(self.gid, self.gid, self.gid)
-      os.setresuid(self.uid, self.uid, self.uid)
-    self.libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    sys.argv = ["solution.py"]
-
-  # ---- server side ------------------------------------------------------
-
-  def _sweep(self, pid):
-    """Kills the reaped child's group, then anything still running as its uid."""
-    _killpg(pid)
-    if not self.as_root:
-      return
-    for _ in range(100):
-      _reap_all()
-      if not _count_procs_of(self.uid):
-        return
-      # A process that called setsid() has left the group; kill(-1) as the
-      # child's uid reaches it (and nothing that belongs to anyone else).
-      helper = os.fork()
-      if helper == 0:
-        try:
-          os.setresuid(self.uid, self.uid, self.uid)
-          os.kill(-1, signal.SIGKILL)
-        finally:
-          os._exit(0)
-      os.waitpid(helper, 0)
+  # ---- one program ----------------------------------------------------------
 
   def run(self, req):
     self.counter += 1
@@ -159,95 +92,154 @@ class _Server:
 
   def _run_in(self, req, rundir):
     timeout = float(req["timeout"])
-    stdin_path = None
+    stdin_path = os.devnull
     if req.get("stdin") is not None:
       stdin_path = os.path.join(rundir, ".stdin")
       with open(stdin_path, "w") as f:
         f.write(req["stdin"])
-    nonce = secrets.token_hex(16)
-    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, result
-    pid = os.fork()
-    if pid == 0:
-      try:
-        for r, _ in pipes:
-          os.close(r)
-        self._enter_child(rundir, stdin_path, pipes[0][1], pipes[1][1],
-                          pipes[2][1], timeout)
-        _CHILD_OPS[req["op"]](req, nonce)
-      except BaseException:  # nothing may escape a forked child
-        traceback.print_exc()
-      finally:
-        os._exit(1)
-    for _, w in pipes:
-      os.close(w)
-    out = self._collect(pid, [r for r, _ in pipes], timeout)
-    out["nonce_ok"] = nonce
-    return out
+    job_path = os.path.join(rundir, ".job")
+    with open(job_path, "w", encoding="utf-8") as f:
+      json.dump(_job(req), f)
+    os.chmod(job_path, 0o644)  # read by the program after it drops its uid
+    out, err, res = os.pipe(), os.pipe(), os.pipe()
+    stdin = os.open(stdin_path, os.O_RDONLY)
+    judge = None
+    if req["op"] == "humaneval":
+      calls, replies = os.pipe(), os.pipe()
+      judge = os.fork()
+      if judge == 0:
+        try:
+          _judge_child(req, calls[1], replies[0], res[1], err[1], timeout,
+                       self.limits)
+        finally:
+          os._exit(1)
+      os.close(calls[1])
+      os.close(replies[0])
+      os.close(res[1])
+      child_fds = [stdin, out[1], err[1], calls[0], replies[1]]
+    else:
+      child_fds = [stdin, out[1], err[1], os.open(os.devnull, os.O_RDONLY),
+                   res[1]]
+    try:
+      pid = self._spawn(rundir, timeout, child_fds)
+    finally:
+      for fd in child_fds:
+        os.close(fd)
+    reply = self._collect(judge or pid, judge is not None, [pid, judge],
+                          [out[0], err[0], res[0]], timeout)
+    record = _single_record(reply.pop("result"))
+    reply["record"] = record
+    if req["op"] == "exec":
+      exit_code = (record or {}).get("exit")
+      # A program killed by a signal or a limit never reports its exit.
+      reply["returncode"] = exit_code if isinstance(exit_code, int) else -1
+    return reply
 
-  def _collect(self, pid, fds, timeout):
+  def _spawn(self, rundir, timeout, fds):
+    """The spawner forks the program; returns its pid."""
+    msg = json.dumps({"rundir": rundir, "timeout": timeout}).encode()
+    socket.send_fds(self.sock, [msg], fds)
+    answer = candidate.read_exact(self.sock.fileno(), 4)
+    if answer is None:
+      raise RuntimeError("the program spawner died")
+    return struct.unpack(">i", answer)[0]
+
+  def _collect(self, main, main_is_child, pids, fds, timeout):
+    """Reads the pipes until `main` has ended and they are closed, or the deadline."""
     deadline = time.monotonic() + timeout
     bufs = {fd: bytearray() for fd in fds}
     open_fds = set(fds)
-    pidfd = os.pidfd_open(pid)
-    status, timed_out, overflow = None, False, False
-    while open_fds or status is None:
+    try:
+      pidfd = os.pidfd_open(main)
+    except ProcessLookupError:  # the program was quicker than we were
+      pidfd = None
+    ended, timed_out, overflow = pidfd is None, False, False
+    if ended:
+      self._sweep(pids)
+    while open_fds or not ended:
       left = deadline - time.monotonic()
       if left <= 0 or overflow:
-        timed_out = status is None and not overflow
+        timed_out = not ended and not overflow
         break
-      watch = list(open_fds) + ([pidfd] if status is None else [])
+      watch = list(open_fds) + ([] if ended else [pidfd])
       ready, _, _ = select.select(watch, [], [], left)
       for fd in ready:
         if fd == pidfd:
-          status = os.waitpid(pid, 0)[1]
-          # The program is done; its leftovers must not hold pipes open.
-          self._sweep(pid)
+          ended = True
+          if main_is_child:
+            _wait(main)
+          # Done: its leftovers must not hold pipes open.
+          self._sweep(pids)
           continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:
           open_fds.discard(fd)
-          os.close(fd)
         elif len(bufs[fd]) + len(chunk) > _MAX_CAPTURE:
           overflow = True
         else:
           bufs[fd] += chunk
-    if status is None:
-      _killpg(pid)
-      status = os.waitpid(pid, 0)[1]
-    self._sweep(pid)
-    os.close(pidfd)
-    for fd in open_fds:
+    self._sweep(pids)
+    if main_is_child and not ended:
+      _wait(main)
+    if pidfd is not None:
+      os.close(pidfd)
+    for fd in fds:
       os.close(fd)
     _reap_all()
     out, err, res = (bytes(bufs[fd]).decode("utf-8", "replace") for fd in fds)
-    return {
-        "stdout": out,
-        "stderr": err[-4000:],
-        "result": res,
-        "returncode": os.waitstatus_to_exitcode(status),
-        "timed_out": timed_out,
-        "overflow": overflow,
-    }
+    return {"stdout": out, "stderr": err[-4000:], "result": res,
+            "timed_out": timed_out, "overflow": overflow}
+
+  def _sweep(self, pids):
+    """Kills the process groups, then anything still running as the program's uid."""
+    for pid in pids:
+      if pid is not None:
+        _killpg(pid)
+    if not self.as_root:
+      return
+    for _ in range(100):
+      _reap_all()
+      if not candidate.count_procs_of(self.uid):
+        return
+      # A process that called setsid() has left the group; kill(-1) as the
+      # program's uid reaches it (and nothing that belongs to anyone else).
+      helper = os.fork()
+      if helper == 0:
+        try:
+          os.setresuid(self.uid, self.uid, self.uid)
+          os.kill(-1, signal.SIGKILL)
+        finally:
+          os._exit(0)
+      os.waitpid(helper, 0)
 
   def serve(self):
     while True:
-      req = _read_msg(0)
+      req = candidate.read_msg(0, limit=1 << 31)
       if req is None:
         return
       if req["op"] == "ping":
-        _write_msg(1, {"uid": os.getuid(), "pid": os.getpid()})
+        candidate.write_msg(1, {"uid": os.getuid(), "pid": os.getpid()})
         continue
       try:
         resp = self.run(req)
-        nonce = resp.pop("nonce_ok")
-        resp["record"] = _single_record(resp.pop("result"), nonce)
       except Exception:  # one bad request must not take the server down
         resp = {"error": traceback.format_exc(limit=3)}
-      _write_msg(1, resp)
+      candidate.write_msg(1, resp)
+      if self.spawner.poll() is not None:
+        return  # the host restarts us, and with us a clean spawner
 
 
-def _single_record(text, nonce):
-  """The child's result, only if it wrote exactly one record with our nonce."""
+def _job(req):
+  """What the program may see: never a HumanEval test."""
+  if req["op"] == "humaneval":
+    return {"op": "serve", "code": req["prompt"] + req["completion"],
+            "entry_point": req["entry_point"]}
+  fields = ("op", "code", "fn_name", "args")
+  return {k: req[k] for k in fields if k in req}
+
+
+def _single_record(text):
+  """The one JSON object a process reported, or None for anything else."""
   lines = [l for l in text.splitlines() if l.strip()]
   if len(lines) != 1:
     return None
@@ -255,15 +247,20 @@ def _single_record(text, nonce):
     record = json.loads(lines[0])
   except ValueError:
     return None
-  if not isinstance(record, dict) or record.pop("nonce", None) != nonce:
-    return None
-  return record
+  return record if isinstance(record, dict) else None
 
 
 def _killpg(pgid):
   try:
     os.killpg(pgid, signal.SIGKILL)
   except (ProcessLookupError, PermissionError):
+    pass
+
+
+def _wait(pid):
+  try:
+    os.waitpid(pid, 0)
+  except ChildProcessError:  # already reaped by a sweep
     pass
 
 
@@ -277,78 +274,70 @@ def _reap_all():
       return
 
 
-def _count_procs_of(uid):
-  n = 0
-  for entry in os.listdir("/proc"):
-    if not entry.isdigit():
-      continue
-    try:
-      with open(f"/proc/{entry}/status") as f:
-        for line in f:
-          if line.startswith("Uid:"):
-            n += int(line.split()[1]) == uid
-            break
-    except OSError:
-      continue
-  return n
+# ---- the HumanEval judge (a trusted child of the server) -------------------
 
 
-# ---- what a child runs (after confinement) --------------------------------
-
-
-def _write_record(nonce, **fields):
-  os.write(_RESULT_FD, (json.dumps(dict(nonce=nonce, **fields)) + "\n").encode())
-
-
-def _exec_main(code):
-  exec(compile(code, "solution.py", "exec"), {"__name__": "__main__",
-                                                "__builtins__": builtins})
-
-
-def _op_exec(req, nonce):
-  """A stdin/stdout program; its output is judged on the host."""
-  del nonce  # the output itself is the answer; there is nothing to forge
-  code = 0
-  try:
-    _exec_main(req["code"])
-  except SystemExit as e:  # sys.exit() after printing is a normal ending here
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-  except BaseException:
-    traceback.print_exc()
-    code = 1
-  try:
-    sys.stdout.flush()
-  except BaseException:
-    code = 1
-  os._exit(code)
-
-
-def _op_call(req, nonce):
-  """A call-based APPS program: returns fn_name(*args) as JSON."""
-  ns = {"__name__": "__main__", "__builtins__": builtins}
-  exec(compile(req["code"], "solution.py", "exec"), ns)
-  fn = ns.get("Solution")
-  fn = getattr(fn(), req["fn_name"]) if fn is not None and hasattr(
-      fn, req["fn_name"]) else ns[req["fn_name"]]
-  output = json.dumps(fn(*req["args"]))
-  sys.stdout.flush()
-  _write_record(nonce, output=output)
+def _judge_child(req, calls, replies, verdict, err, timeout, limits):
+  """Confines the judge, runs the test, writes one verdict record."""
+  os.setsid()
+  fds = [os.open(os.devnull, os.O_RDWR), err, verdict, calls, replies]
+  # Out of the way first: an inherited fd may already sit on a target number.
+  high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
+  for target, fd in enumerate([high[0], high[0]] + high[1:]):
+    os.dup2(fd, target)  # stdin, stdout, stderr, 3 verdict, 4 calls, 5 replies
+  os.closerange(6, 1 << 16)
+  cpu = int(timeout) + 1
+  resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+  resource.setrlimit(resource.RLIMIT_AS, (limits["address_space"],) * 2)
+  os.chdir("/")
+  status = _judge(req, _Remote(4, 5))
+  os.write(3, (json.dumps({"status": status}) + "\n").encode())
   os._exit(0)
 
 
-def _require_plain(value):
-  """Rejects return values that could lie in comparisons (custom __eq__)."""
-  stack, seen = [value], 0
-  while stack:
-    v = stack.pop()
-    seen += 1
-    if seen > 1_000_000:
-      raise TypeError("candidate returned too large a value")
-    if type(v) in _PLAIN_SCALARS:
-      continue
-    if type(v) not in _PLAIN_CONTAINERS:
-      raise TypeError(f"candidate returned a {type(v).__name__}, not plain data")
-    stack.extend(v.items() if type(v) is dict else v)
+class _Remote:
+  """The candidate as the test sees it: each call runs in the program's process."""
+
+  def __init__(self, calls, replies):
+    self.calls, self.replies = calls, replies
+
+  def receive(self):
+    reply = candidate.read_msg(self.replies)
+    if reply is None:
+      raise RuntimeError("the program ended without answering")
+    return reply
+
+  def __call__(self, *args, **kwargs):
+    candidate.write_msg(self.calls, {"args": candidate.encode(list(args)),
+                                     "kwargs": candidate.encode(kwargs)})
+    reply = self.receive()
+    if "value" in reply:
+      return candidate.decode(reply["value"])
+    kind = getattr(builtins, str(reply.get("raised")), None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+      kind = RuntimeError
+    raise kind(str(reply.get("message", "")))
+
+
+def _judge(req, remote):
+  """prompt + test + check(candidate), with the candidate in another process.
+
+  The test namespace is built here from the trusted prompt, so helpers the
+  test uses (e.g. `encode_cyclic`) are the dataset's own whatever the
+  completion redefined; a pass is check() returning.
+  """
+  try:
+    ready = remote.receive()
+    if "ready" not in ready:
+      return f"failed: {ready.get('error', 'no function defined')}"[:300]
+    test_ns = {"__name__": "__main__"}
+    exec(_compile_prompt(req["prompt"]), test_ns)
+    test_ns[req["entry_point"]] = remote  # some tests call it by name
+    exec(compile(req["test"], "<test>", "exec"), test_ns)
+    test_ns["check"](remote)
+    return "passed"
+  except BaseException as e:  # noqa: B036 -- any failure is a failed test
+    return f"failed: {type(e).__name__}: {e}"[:300]
 
 
 def _compile_prompt(prompt):
@@ -357,46 +346,6 @@ def _compile_prompt(prompt):
     return compile(prompt, "<prompt>", "exec")
   except SyntaxError:
     return compile(prompt + "    pass\n", "<prompt>", "exec")
-
-
-def _op_humaneval(req, nonce):
-  """prompt + completion + test + check(entry_point), hardened against cheats.
-
-  The completion's namespace only supplies the candidate. The test runs in a
-  namespace built from the trusted prompt (plus the candidate under its own
-  name) with a snapshot of the builtins taken before the completion ran, so a
-  completion that redefines `check`, helpers or builtins changes nothing the
-  test sees. SystemExit is a failure,
-  and a pass is only the record written after check() returned.
-  """
-  pristine_builtins = dict(builtins.__dict__)
-  pristine_modules = dict(sys.modules)
-  try:
-    ns = {"__name__": "__main__", "__builtins__": builtins}
-    exec(compile(req["prompt"] + req["completion"], "<completion>", "exec"), ns)
-    candidate = ns[req["entry_point"]]
-    for name in [m for m in sys.modules if m not in pristine_modules]:
-      del sys.modules[name]
-    sys.modules.update(pristine_modules)
-
-    def guarded(*args, **kwargs):
-      result = candidate(*args, **kwargs)
-      _require_plain(result)
-      return result
-
-    test_ns = {"__name__": "__main__", "__builtins__": pristine_builtins}
-    exec(_compile_prompt(req["prompt"]), test_ns)
-    test_ns[req["entry_point"]] = guarded  # some tests call it by name
-    exec(compile(req["test"], "<test>", "exec"), test_ns)
-    test_ns["check"](guarded)
-    status = "passed"
-  except BaseException as e:  # noqa: B036 -- SystemExit must count as failure
-    status = f"failed: {type(e).__name__}: {e}"[:300]
-  _write_record(nonce, status=status)
-  os._exit(0)
-
-
-_CHILD_OPS = {"exec": _op_exec, "call": _op_call, "humaneval": _op_humaneval}
 
 
 if __name__ == "__main__":
