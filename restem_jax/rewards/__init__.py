@@ -6,6 +6,7 @@
     rewards.score_batch("humaneval", problems, completions)  # input order
     future = rewards.score_batch_async("apps", problems, completions)
     rewards.extract_answer("math", completion)       # for maj@k
+    rewards.check_record("apps", problem)            # ValueError if it cannot be scored
 
 Every check runs in a pool of worker processes with a hard deadline, and
 program code runs in a sandbox (see sandbox.py and docs/rewards.md). This
@@ -20,13 +21,14 @@ from typing import Any, Mapping, Sequence
 from restem_jax.rewards.batch import (RewardInputError, RewardPool,
                                       ScoredItem, default_pool)
 from restem_jax.rewards.math_answers import extract_answer
+from restem_jax.rewards.preconditions import check_record
 from restem_jax.rewards.sandbox import (Sandbox, SandboxLimits,
                                         isolation_description)
 from restem_jax.rewards.scoring import TASKS, TaskOptions, check_task
 
 __all__ = [
     "TASKS", "Reward", "RewardInputError", "RewardPool", "Sandbox",
-    "SandboxLimits", "ScoredItem", "TaskOptions", "extract_answer",
+    "SandboxLimits", "ScoredItem", "TaskOptions", "check_record", "extract_answer",
     "get_reward", "isolation_description", "score_batch", "score_batch_async",
 ]
 

@@ -129,7 +129,8 @@ def _run_stdio(sandbox: Sandbox, code: str, test_in: Any, test_out: Any,
   return None
 
 
-def _call_args(test_in: Any) -> Sequence[Any]:
+def call_args(test_in: Any) -> Sequence[Any]:
+  """A call-based test input as the argument list; ValueError if a line is not JSON."""
   if isinstance(test_in, str):  # some records keep one JSON value per line
     return [json.loads(line) for line in test_in.splitlines() if line.strip()]
   return test_in if isinstance(test_in, list) else [test_in]
@@ -138,7 +139,7 @@ def _call_args(test_in: Any) -> Sequence[Any]:
 def _run_call(sandbox: Sandbox, code: str, fn_name: str, test_in: Any,
               test_out: Any, timeout: float) -> str | None:
   reply = sandbox.run("call", timeout, code=code, fn_name=fn_name,
-                      args=list(_call_args(test_in)))
+                      args=list(call_args(test_in)))
   if reply.get("error"):
     return "sandbox error"
   if reply["timed_out"]:
