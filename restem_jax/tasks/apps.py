@@ -31,8 +31,8 @@ def apps_problems(data_dir: str, split: str, difficulties: Sequence[str] = ("int
   if unknown:
     raise ValueError(f"APPS difficulties {sorted(unknown)} unknown; use "
                      f"{readers.APPS_DIFFICULTIES}")
-  out = []
-  for pid, record in readers.read_apps(data_dir, split):
+  out, records = [], readers.read_apps(data_dir, split)
+  for pid, record in records:
     if record["difficulty"] not in difficulties or not record["input_output"]:
       continue
     call_based = prompts_code.is_call_based(record)
@@ -40,6 +40,10 @@ def apps_problems(data_dir: str, split: str, difficulties: Sequence[str] = ("int
                                       num_shots)
     reference = record["solutions"][0] if record["solutions"] else None
     out.append(base.Problem(id=pid, prompt=prompt, record=record, reference=reference))
+  if not out:  # A run on no problems would "succeed" and report nothing.
+    raise readers.MalformedRecordError(
+        f"APPS {split} split under {data_dir}: none of its {len(records)} problems has tests "
+        f"and difficulty {' or '.join(difficulties)}")
   return out
 
 

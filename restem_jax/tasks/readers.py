@@ -13,6 +13,10 @@ Every reader returns `(id, record)` pairs in a fixed order; records are the
 datasets' own dicts (JSON-serialisable), which the rewards read as they are.
 A missing dataset raises `DatasetMissingError` saying which files to place
 where; a malformed record raises `MalformedRecordError` naming file and line.
+Every record is also checked against its reward's preconditions
+(`restem_jax.rewards.check_record`), so a record the reward could not score
+fails here, with its file, line and problem id, not in the middle of an E-step.
+Damaged files (not UTF-8, a cut gzip) and splits with no problems fail too.
 No jax, tensorflow or network access here.
 """
 
@@ -22,7 +26,10 @@ import gzip
 import json
 import os
 import re
-from typing import Any, Iterator
+import zlib
+from typing import Any, Iterable, Iterator
+
+from restem_jax.rewards import preconditions
 
 Record = dict[str, Any]
 
@@ -36,6 +43,8 @@ class MalformedRecordError(ValueError):
 
 
 _PREPARE = "python -m restem_jax.tasks.prepare --dataset={name} --out={data_dir}"
+_DAMAGED = ("the file is damaged: download it again, or re-run `python -m "
+            "restem_jax.tasks.prepare` (see docs/tasks.md)")
 
 
 def _missing(name: str, data_dir: str, expected: str) -> DatasetMissingError:
@@ -57,25 +66,72 @@ def _require(record: Any, fields: tuple[str, ...], where: str) -> Record:
   return record
 
 
+def _check(task: str, problem_id: str, record: Record, where: str) -> None:
+  try:
+    preconditions.check_record(task, record)
+  except ValueError as e:
+    raise MalformedRecordError(f"{where}: problem {problem_id}: {e}") from None
+
+
+def _nonempty(out: list, where: str) -> list:
+  if not out:
+    raise MalformedRecordError(f"{where}: no problems (an empty split); download it again, "
+                               "or re-run `python -m restem_jax.tasks.prepare`")
+  return out
+
+
+def _decode(data: bytes, path: str, first_line: int = 1) -> str:
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = first_line + data.count(b"\n", 0, e.start)
+    raise MalformedRecordError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                               f"{_DAMAGED}") from None
+
+
 def read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
   """(1-based line number, parsed JSON) for each non-blank line; .gz is read transparently."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        yield lineno, json.loads(line)
-      except json.JSONDecodeError as e:
-        raise MalformedRecordError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+  if path.endswith(".gz"):
+    yield from _parse_lines(path, _gunzip_lines(path))
+  else:
+    with open(path, "rb") as f:
+      yield from _parse_lines(path, f)
+
+
+def _parse_lines(path: str, lines: Iterable[bytes]) -> Iterator[tuple[int, Any]]:
+  for lineno, raw in enumerate(lines, 1):
+    line = _decode(raw, path, lineno)
+    if not line.strip():
+      continue
+    try:
+      yield lineno, json.loads(line)
+    except json.JSONDecodeError as e:
+      raise MalformedRecordError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+
+
+def _gunzip_lines(path: str) -> list[bytes]:
+  # All of it before parsing: a damaged stream would read as garbage lines, and its
+  # checksum is only checked at the end.
+  lines = []
+  try:
+    with gzip.open(path, "rb") as f:
+      lines.extend(f)
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    raise MalformedRecordError(f"{path}:{len(lines) + 1}: not a whole gzip file ({e}); "
+                               f"{_DAMAGED}") from None
+  return lines
+
+
+def _read_utf8(path: str) -> str:
+  with open(path, "rb") as f:
+    return _decode(f.read(), path)
 
 
 def _read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise MalformedRecordError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+  try:
+    return json.loads(_read_utf8(path))
+  except json.JSONDecodeError as e:
+    raise MalformedRecordError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
 def _natural_key(name: str):
@@ -100,17 +156,20 @@ def read_math(data_dir: str, split: str) -> list[tuple[str, Record]]:
       for name in sorted((n for n in os.listdir(sub) if n.endswith(".json")), key=_natural_key):
         path = os.path.join(sub, name)
         record = _require(_read_json(path), MATH_FIELDS, path)
-        out.append((f"{subject}/{name[:-len('.json')]}", dict(record)))
+        pid = f"{subject}/{name[:-len('.json')]}"
+        _check("math", pid, record, path)
+        out.append((pid, dict(record)))
   elif os.path.isfile(jsonl):
     for lineno, record in read_jsonl(jsonl):
-      record = _require(record, MATH_FIELDS, f"{jsonl}:{lineno}")
-      out.append((str(record.get("unique_id") or f"{split}-{lineno}"), dict(record)))
+      where = f"{jsonl}:{lineno}"
+      record = _require(record, MATH_FIELDS, where)
+      pid = str(record.get("unique_id") or f"{split}-{lineno}")
+      _check("math", pid, record, where)
+      out.append((pid, dict(record)))
   else:
     raise _missing("MATH", data_dir, f"MATH/{split}/<type>/<id>.json (the MATH tarball's "
                    f"layout) or MATH/{split}.jsonl (fields {', '.join(MATH_FIELDS)})")
-  if not out:
-    raise MalformedRecordError(f"{folder if os.path.isdir(folder) else jsonl}: no problems")
-  return out
+  return _nonempty(out, folder if os.path.isdir(folder) else jsonl)
 
 
 # ----------------------------------------------------------------------------- GSM8K
@@ -125,10 +184,10 @@ def read_gsm8k(data_dir: str, split: str) -> list[tuple[str, Record]]:
   for lineno, record in read_jsonl(path):
     where = f"{path}:{lineno}"
     record = _require(record, ("question", "answer"), where)
-    if not re.search(r"####\s*\S", record["answer"]):
-      raise MalformedRecordError(f"{where}: 'answer' does not end in '#### N'")
-    out.append((f"{split}-{lineno - 1}", dict(record)))
-  return out
+    pid = f"{split}-{lineno - 1}"
+    _check("gsm8k", pid, record, where)
+    out.append((pid, dict(record)))
+  return _nonempty(out, path)
 
 
 # ----------------------------------------------------------------------------- APPS
@@ -166,10 +225,7 @@ def _apps_record(problem_id: str, question: str, input_output: Any, solutions: A
 
 
 def _read_text(path: str) -> str:
-  if not os.path.isfile(path):
-    return ""
-  with open(path, encoding="utf-8") as f:
-    return f.read()
+  return _read_utf8(path) if os.path.isfile(path) else ""
 
 
 def read_apps(data_dir: str, split: str) -> list[tuple[str, Record]]:
@@ -194,22 +250,31 @@ def read_apps(data_dir: str, split: str) -> list[tuple[str, Record]]:
       io = _read_json(io_path) if os.path.isfile(io_path) else None
       sols = _read_json(sol_path) if os.path.isfile(sol_path) else []
       meta = _read_json(meta_path) if os.path.isfile(meta_path) else {}
-      out.append((name, _apps_record(name, _read_text(qpath), io, sols, meta,
-                                     _read_text(os.path.join(d, "starter_code.py")), d)))
+      record = _apps_record(name, _read_text(qpath), io, sols, meta,
+                            _read_text(os.path.join(d, "starter_code.py")), d)
+      out.append((name, _checked_apps(record, io_path)))
   elif os.path.isfile(jsonl):
     for lineno, record in read_jsonl(jsonl):
       where = f"{jsonl}:{lineno}"
       _require(record, ("question",), where)
       pid = str(record.get("problem_id", lineno - 1))
       meta = {"difficulty": record.get("difficulty", ""), "url": record.get("url", "")}
-      out.append((pid, _apps_record(pid, record["question"], record.get("input_output"),
-                                    record.get("solutions") or [], meta,
-                                    record.get("starter_code") or "", where)))
+      record = _apps_record(pid, record["question"], record.get("input_output"),
+                            record.get("solutions") or [], meta,
+                            record.get("starter_code") or "", where)
+      out.append((pid, _checked_apps(record, where)))
   else:
     raise _missing("APPS", data_dir, f"APPS/{split}/<id>/ folders (question.txt, "
                    f"input_output.json, solutions.json, metadata.json, starter_code.py) as "
                    f"APPS.tar.gz unpacks, or APPS/{split}.jsonl with the same fields")
-  return out
+  return _nonempty(out, folder if os.path.isdir(folder) else jsonl)
+
+
+def _checked_apps(record: Record, where: str) -> Record:
+  # Problems without tests are kept for the task to drop; those with tests must score.
+  if record["input_output"]:
+    _check("apps", record["problem_id"], record, where)
+  return record
 
 
 # ----------------------------------------------------------------------------- HumanEval
@@ -237,6 +302,8 @@ def read_humaneval(data_dir: str | None) -> list[tuple[str, Record]]:
   path = humaneval_path(data_dir)
   out = []
   for lineno, record in read_jsonl(path):
-    record = _require(record, HUMANEVAL_FIELDS, f"{path}:{lineno}")
+    where = f"{path}:{lineno}"
+    record = _require(record, HUMANEVAL_FIELDS, where)
+    _check("humaneval", record["task_id"], record, where)
     out.append((record["task_id"], dict(record)))
-  return out
+  return _nonempty(out, path)
