@@ -9,6 +9,7 @@ import jax
 import seqio
 from absl.testing import absltest
 
+from restem_jax import rewards
 from restem_jax.checkpoint_io import files
 from restem_jax.engine import partitioning
 from restem_jax.engine.engine import Engine
@@ -106,6 +107,45 @@ class EStepTest(absltest.TestCase):
         self.assertEqual(open(os.path.join(out, name)).read(), text)
       clean = self.run_e_step(os.path.join(tmp, "clean"), problems=problems)
     self.assertEqual(resumed, clean)
+
+  def test_a_reward_input_error_names_the_problem_and_resume_redoes_only_its_shard(self):
+    # The reward pool's own error (a GSM8K record without a number) names the item; the
+    # E-step names its problem from that, without scoring the shard again item by item.
+    problems = [dataclasses.replace(p, record={"answer": f"#### {p.record['answer']}"})
+                for p in self.problems]
+    bad = problems[9]  # Sample 0 of it is item 2 of the last shard (problems 8-11).
+    problems[9] = dataclasses.replace(bad, record={"answer": "#### abc"})
+    calls, prompts = [], []
+
+    def pool_score(records, completions):
+      calls.append(len(records))
+      # A number in every completion, so the reward always reads the gold answer.
+      return rewards.score_batch("gsm8k", records, [c + " 1" for c in completions],
+                                 num_workers=1, progress=False)
+
+    stream = self.engine.stream
+
+    def recording_stream(*args, prompt_ids, **kwargs):
+      prompts.extend(prompt_ids)
+      return stream(*args, prompt_ids=prompt_ids, **kwargs)
+
+    task = dataclasses.replace(self.task, score_batch=pool_score)
+    with tempfile.TemporaryDirectory() as tmp:
+      with self.assertRaisesRegex(RuntimeError, rf"shard_00002\.jsonl failed at problem "
+                                  rf"'{bad.id}' sample 0: RewardInputError: item 2: "):
+        self.run_e_step(tmp, task, problems)
+      self.assertEqual(calls, [8, 8, 8])  # One batch per shard, none to find the culprit.
+      self.assertEqual(sorted(os.listdir(tmp)), ["shard_00000.jsonl", "shard_00001.jsonl"])
+      problems[9] = dataclasses.replace(bad, record={"answer": "#### 7"})
+      calls.clear()
+      self.engine.stream = recording_stream
+      try:
+        resumed = self.run_e_step(tmp, task, problems)
+      finally:
+        del self.engine.stream
+    self.assertEqual(prompts, [8, 9, 10, 11])  # Only the lost shard is sampled again...
+    self.assertEqual(calls, [8])  # ...and scored.
+    self.assertLen(resumed, 2 * len(problems))
 
   def test_damaged_shards_are_sampled_again_and_whole_ones_kept(self):
     with tempfile.TemporaryDirectory() as tmp:

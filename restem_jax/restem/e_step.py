@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from restem_jax import rewards
 from restem_jax.checkpoint_io import files
 from restem_jax.engine import multihost
 from restem_jax.engine.engine import Completion, Engine
@@ -125,13 +126,18 @@ def _score(task: TaskSpec, shard: _Shard) -> list[float] | None:
   try:
     return task.score([p.record for p, _, _ in flat], [c.text for _, _, c in flat])
   except Exception as e:  # pylint: disable=broad-except
-    raise RuntimeError(f"scoring {shard.path} failed at {_culprit(task, flat)}: "
+    raise RuntimeError(f"scoring {shard.path} failed at {_culprit(task, flat, e)}: "
                        f"{type(e).__name__}: {e}. The shards before it are saved; fix the "
                        "record or the reward, then rerun to resume.") from e
 
 
-def _culprit(task: TaskSpec, flat: list[tuple[Problem, int, Completion]]) -> str:
-  """The first (problem, sample) whose reward fails on its own, to name it in the error."""
+def _culprit(task: TaskSpec, flat: list[tuple[Problem, int, Completion]],
+             error: Exception) -> str:
+  """The (problem, sample) whose reward failed, to name it in the error."""
+  if isinstance(error, rewards.RewardInputError) and error.index in range(len(flat)):
+    problem, i, _ = flat[error.index]
+    return f"problem {problem.id!r} sample {i}"
+  # Not the reward pool's error: find the first item that fails on its own.
   for problem, i, completion in flat:
     try:
       task.score([problem.record], [completion.text])

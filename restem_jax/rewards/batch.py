@@ -33,7 +33,15 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 class RewardInputError(ValueError):
-  """A problem record could not be scored (missing fields, bad tests)."""
+  """A problem record could not be scored (missing fields, bad tests).
+
+  `index` is the failing item's position in the batch, so a caller that knows
+  which problem each item came from can name it.
+  """
+
+  def __init__(self, message: str, index: int | None = None):
+    super().__init__(message)
+    self.index = index
 
 
 @dataclasses.dataclass
@@ -56,7 +64,7 @@ class _Batch:
                   error: str | None) -> None:
     with self.lock:
       if error is not None and self.error is None:
-        self.error = RewardInputError(f"item {index}: {error}")
+        self.error = RewardInputError(f"item {index}: {error}", index)
       self.items[index] = item
       self.left -= 1
       self.bar.update(1)
