@@ -148,10 +148,12 @@ def user_errors() -> tuple[type[Exception], ...]:
   # pylint: disable=import-outside-toplevel
   from restem_jax.checkpoint_io import checkpoints, files, gguf_io, hf_config, safetensors_io
   from restem_jax.engine.config import ConfigError
+  from restem_jax.restem.e_step import ScoringError
   from restem_jax.restem.workdir import WorkdirError
   from restem_jax.tasks.readers import DatasetMissingError, MalformedRecordError
   return (ConfigError, checkpoints.CheckpointError, files.DamagedFileError,
-          files.WorkdirNotSharedError, WorkdirError, DatasetMissingError, MalformedRecordError,
+          files.WorkdirNotSharedError, WorkdirError, ScoringError, DatasetMissingError,
+          MalformedRecordError,
           gguf_io.GGUFError, hf_config.UnsupportedModelError, safetensors_io.SafetensorsError)
 
 

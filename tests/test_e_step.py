@@ -131,7 +131,7 @@ class EStepTest(absltest.TestCase):
 
     task = dataclasses.replace(self.task, score_batch=pool_score)
     with tempfile.TemporaryDirectory() as tmp:
-      with self.assertRaisesRegex(RuntimeError, rf"shard_00002\.jsonl failed at problem "
+      with self.assertRaisesRegex(e_step.ScoringError, rf"shard_00002\.jsonl failed at problem "
                                   rf"'{bad.id}' sample 0: RewardInputError: item 2: "):
         self.run_e_step(tmp, task, problems)
       self.assertEqual(calls, [8, 8, 8])  # One batch per shard, none to find the culprit.

@@ -34,6 +34,10 @@ from restem_jax.tasks.base import Problem, TaskSpec
 END = "_end"  # Key of a samples file's last line: {"_end": {"samples": n, "sha256": ...}}.
 
 
+class ScoringError(RuntimeError):
+  """A shard's rewards failed; the message names the problem and what to do."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
   problem_id: str
@@ -126,7 +130,7 @@ def _score(task: TaskSpec, shard: _Shard) -> list[float] | None:
   try:
     return task.score([p.record for p, _, _ in flat], [c.text for _, _, c in flat])
   except Exception as e:  # pylint: disable=broad-except
-    raise RuntimeError(f"scoring {shard.path} failed at {_culprit(task, flat, e)}: "
+    raise ScoringError(f"scoring {shard.path} failed at {_culprit(task, flat, e)}: "
                        f"{type(e).__name__}: {e}. The shards before it are saved; fix the "
                        "record or the reward, then rerun to resume.") from e
 
