@@ -44,6 +44,26 @@ class GcsWorkdirTest(absltest.TestCase):
       raise
     self.assertEqual(proc.returncode, 0, err[-3000:])
 
+  def test_gcs_workdir_lock(self):
+    script = """if True:
+        from restem_jax.checkpoint_io import files
+        from restem_jax.restem import workdir
+        with workdir.lock("gs://bkt/locked"):
+          assert files.exists("gs://bkt/locked/lock.json")
+          try:
+            with workdir.lock("gs://bkt/locked"):
+              raise SystemExit("a second lock was granted")
+          except workdir.WorkdirError as e:
+            assert "is in use by pid" in str(e), e
+        assert not files.exists("gs://bkt/locked/lock.json")
+        assert files.create_exclusive("gs://bkt/other.json", "{}")
+        """
+    out = subprocess.run([sys.executable, "-c", script], cwd=self.cwd, env=self.env,
+                         capture_output=True, text=True, timeout=300)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertEqual(self.server.names("locked"), [])
+    self.assertEqual(self.server.names("other.json"), ["other.json"])
+
   def test_killed_gcs_run_resumes_to_the_local_summary(self):
     local = tempfile.mkdtemp()
     self.finish(self.start(local))

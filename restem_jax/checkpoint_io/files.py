@@ -107,6 +107,30 @@ def write_text(path: str, text: str) -> None:
     os.close(fd)
 
 
+def create_exclusive(path: str, text: str) -> bool:
+  """Creates `path` with `text` unless it exists; False if it did.
+
+  On disk O_EXCL; in a bucket gcsfs's create mode, an upload with
+  ifGenerationMatch=0 that GCS refuses (412) when the object exists.
+  """
+  if not is_remote(path):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    return True
+  _path(path)  # the clear error when gcsfs is missing
+  import fsspec  # pylint: disable=import-outside-toplevel
+  try:
+    with fsspec.open(str(path), "xb") as f:
+      f.write(text.encode())
+  except FileExistsError:
+    return False
+  return True
+
+
 def write_json(path: str, value: Any) -> None:
   """Writes `value` as JSON, whole (process 0 only)."""
   write_text(path, json.dumps(value, indent=1, sort_keys=True))
