@@ -38,6 +38,11 @@ from restem_jax.engine.config import ModelConfig
 
 PARAMS_SUBDIR = "params"
 DIGESTS = "params.sha256.json"  # SHA-256 of every file under params/, written at save.
+# Bytes a save holds in flight (Orbax's default is 96 GB, i.e. the whole tree):
+# saving a 1.4 GB state otherwise held 1.4-2.4 GB more at its peak, most of it
+# kept by glibc after the save, on top of the next train step
+# (benchmarks/README.md, Memory). 0.25 GB made no save slower.
+_SAVE_CONCURRENT_GB = 0.25
 MODEL_GIN = "model.gin"
 HF_CONFIG = "hf_config.json"
 
@@ -68,7 +73,7 @@ def save(path: str, tree: Any) -> None:
   files.remove_tree(tmp)
   files.remove_file(os.path.join(files.resolve(path), DIGESTS))  # Never beside other params.
   multihost.sync("checkpoint cleared")
-  with ocp.StandardCheckpointer() as checkpointer:
+  with ocp.StandardCheckpointer(save_concurrent_gb=_SAVE_CONCURRENT_GB) as checkpointer:
     checkpointer.save(tmp, tree)
     checkpointer.wait_until_finished()
   multihost.sync("checkpoint saved")
