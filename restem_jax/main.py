@@ -97,14 +97,18 @@ def return_freed_memory() -> None:
   and from then on serves XLA's per-step buffers from a heap it keeps: on the
   SmolLM2 example the loop's RSS crept from 5.6 to 8.2 GB over the stages.
   A fixed 1 MB threshold (as MALLOC_MMAP_THRESHOLD_ would set) stopped that.
+  Two arenas (MALLOC_ARENA_MAX=2): each thread that allocates (tensorstore's
+  savers, the input pipeline) otherwise gets an arena of its own whose freed
+  memory stays mapped; on a shortened SmolLM2 run the peak fell 5.08 -> 4.75 GB.
   """
   try:
     libc = ctypes.CDLL("libc.so.6")
   except OSError:  # Not glibc (e.g. macOS): nothing to tune.
     return
-  m_trim_threshold, m_mmap_threshold = -1, -3
+  m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
   libc.mallopt(m_mmap_threshold, 1 << 20)
   libc.mallopt(m_trim_threshold, 1 << 20)
+  libc.mallopt(m_arena_max, 2)
 
 
 def main(argv: Sequence[str]) -> None:
