@@ -8,7 +8,6 @@ other processes' memory. Tests in test_rewards_humaneval.py cover the older chea
 """
 
 import os
-import re
 import textwrap
 
 from absl.testing import absltest
