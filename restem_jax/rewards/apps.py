@@ -29,12 +29,18 @@ def parse_tests(problem: Mapping[str, Any]) -> tuple[list, list, str | None]:
   raw = problem.get("input_output")
   if not raw:
     raise ValueError("APPS problem has no 'input_output' tests")
-  spec = json.loads(raw) if isinstance(raw, str) else raw
-  inputs, outputs = spec.get("inputs"), spec.get("outputs")
+  try:
+    spec = json.loads(raw) if isinstance(raw, str) else raw
+  except json.JSONDecodeError as e:
+    raise ValueError(f"APPS 'input_output' is not JSON ({e.msg})") from None
+  inputs, outputs = (spec.get("inputs"), spec.get("outputs")) if isinstance(
+      spec, Mapping) else (None, None)
   if not isinstance(inputs, list) or not isinstance(outputs, list) or len(
       inputs) != len(outputs) or not inputs:
+    counts = (f" (has {len(inputs)} inputs and {len(outputs)} outputs)"
+              if isinstance(inputs, list) and isinstance(outputs, list) else "")
     raise ValueError("APPS 'input_output' needs equal, non-empty 'inputs' and "
-                     "'outputs' lists")
+                     f"'outputs' lists{counts}")
   fn_name = problem.get("fn_name") or spec.get("fn_name")
   return inputs, outputs, fn_name
 
