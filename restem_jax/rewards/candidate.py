@@ -139,6 +139,21 @@ def count_procs_of(uid):
   return n
 
 
+def place_fds(fds):
+  """Puts `fds` on 0, 1, 2, ... in order and closes every other descriptor."""
+  # Out of the way first: one of them may already sit on a target number.
+  high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
+  for target, fd in enumerate(high):
+    os.dup2(fd, target)
+  os.closerange(len(fds), 1 << 16)
+
+
+def limit_cpu_and_memory(limits, timeout):
+  cpu = int(timeout) + 1
+  resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+  resource.setrlimit(resource.RLIMIT_AS, (limits["address_space"],) * 2)
+
+
 # ---- the spawner ---------------------------------------------------------------
 
 
@@ -147,15 +162,9 @@ def _confine(cfg, job, fds):
   os.setsid()  # own process group, so one killpg reaches all descendants
   signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the spawner ignores it
   signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-  # Out of the way first: a received fd may already sit on a target number.
-  high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
-  for target, fd in enumerate(high):  # stdin, stdout, stderr, _IN, _OUT
-    os.dup2(fd, target)
-  os.closerange(_OUT + 1, 1 << 16)
-  limits, timeout = cfg["limits"], job["timeout"]
-  cpu = int(timeout) + 1
-  resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-  resource.setrlimit(resource.RLIMIT_AS, (limits["address_space"],) * 2)
+  place_fds(fds)  # stdin, stdout, stderr, _IN, _OUT
+  limits = cfg["limits"]
+  limit_cpu_and_memory(limits, job["timeout"])
   resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_size"],) * 2)
   resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"],) * 2)
   resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -26,11 +26,9 @@ response, in lock step.
 
 import builtins
 import ctypes
-import fcntl
 import importlib.util
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -280,15 +278,10 @@ def _reap_all():
 def _judge_child(req, calls, replies, verdict, err, timeout, limits):
   """Confines the judge, runs the test, writes one verdict record."""
   os.setsid()
-  fds = [os.open(os.devnull, os.O_RDWR), err, verdict, calls, replies]
-  # Out of the way first: an inherited fd may already sit on a target number.
-  high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
-  for target, fd in enumerate([high[0], high[0]] + high[1:]):
-    os.dup2(fd, target)  # stdin, stdout, stderr, 3 verdict, 4 calls, 5 replies
-  os.closerange(6, 1 << 16)
-  cpu = int(timeout) + 1
-  resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-  resource.setrlimit(resource.RLIMIT_AS, (limits["address_space"],) * 2)
+  devnull = os.open(os.devnull, os.O_RDWR)
+  # stdin, stdout, stderr, 3 verdict, 4 calls, 5 replies
+  candidate.place_fds([devnull, devnull, err, verdict, calls, replies])
+  candidate.limit_cpu_and_memory(limits, timeout)
   os.chdir("/")
   status = _judge(req, _Remote(4, 5))
   os.write(3, (json.dumps({"status": status}) + "\n").encode())
