@@ -46,8 +46,8 @@ _ATTACKS = {
     "patch_harness_module": _WRONG + textwrap.dedent("""\
         import sys
         for m in list(sys.modules.values()):
-            w = getattr(m, '_write_record', None) or getattr(m, 'write_msg', None)
-            if w is not None and hasattr(m, '_write_record'):
+            w = getattr(m, '_write_record', None)
+            if w is not None:
                 m._write_record = lambda nonce, _w=w, **k: _w(nonce, status='passed')
         """),
     # Find the test in the interpreter and answer from its assertions.

@@ -120,8 +120,7 @@ def _package_dirs() -> list[str]:
   """Every site-packages/dist-packages directory the read-only binds expose."""
   found = set(site.getsitepackages())
   found.update(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
-  for pattern in ("/usr/lib/python3*/*-packages", "/usr/lib/python3/*-packages",
-                  "/usr/local/lib/python3*/*-packages"):
+  for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages"):
     found.update(glob.glob(pattern))
   found.update(p for p in sys.path if os.path.basename(p) in (
       "site-packages", "dist-packages"))
