@@ -55,6 +55,7 @@ import os
 import time
 
 from absl import app, flags
+import workload
 from tunix_adapter import (IdsTokenizer, import_tunix, logits_diff, patch_rope, tunix_model,
                            tunix_version)
 
@@ -66,6 +67,7 @@ flags.DEFINE_integer("tunix_batch", 64, "rows (prompt copies) per Tunix sampler 
 flags.DEFINE_integer("sample_batch", 16, "our engine's prompt slots.")
 flags.DEFINE_string("json", "", "write the results to this JSON file.")
 flags.DEFINE_bool("parity_only", False, "check logits parity and stop.")
+flags.DEFINE_string("workload", "", "read prompt ids and stops from this file (see workload.py).")
 FLAGS = flags.FLAGS
 
 TEMPERATURE, TOP_K, TOP_P = 0.7, 40, 1.0  # The paper's E-step: T=0.7, top-k 40, no top-p.
@@ -114,26 +116,26 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from restem_jax.checkpoint_io import smollm2_gguf_path  # pylint: disable=import-outside-toplevel
   from restem_jax.checkpoint_io.loading import load_model  # pylint: disable=import-outside-toplevel
-  from restem_jax.tasks import word_arithmetic  # pylint: disable=import-outside-toplevel
+  from restem_jax.engine.sampler import Stopping  # pylint: disable=import-outside-toplevel
 
   tunix_sampler, tunix_llama3 = import_tunix()
   path = smollm2_gguf_path()
-  model = load_model(path, max_prompt_len=MAX_PROMPT_LEN, sample_batch=FLAGS.sample_batch)
+  model = load_model(path, max_prompt_len=MAX_PROMPT_LEN, sample_batch=FLAGS.sample_batch,
+                     tokenizer=not FLAGS.workload)
   engine, cfg = model.engine, model.config
-  task = word_arithmetic.make_word_arithmetic_task(
-      engine.vocabulary, num_labelled=64, num_train=576, num_test=200, seed=0,
-      name=f"bench_tunix_word_arithmetic_{os.getpid()}")
-  problems = task.load_split("train")[:FLAGS.prompts]
-  texts = [p.prompt for p in problems]
-  prompts = [engine.encode_prompt(t) for t in texts]
+  if FLAGS.workload:
+    work = workload.load(FLAGS.workload, FLAGS.prompts)
+  else:
+    work = workload.from_task(engine, FLAGS.prompts)
+  texts, prompts = work["texts"], work["prompts"]
   if max(map(len, prompts)) > MAX_PROMPT_LEN:
     raise SystemExit(f"a prompt has {max(map(len, prompts))} > {MAX_PROMPT_LEN} tokens.")
-  stopping = engine.stopping(task.stop_strings)
+  stopping = Stopping.of(work["eos_ids"], work["sequences"])
   single = [s[0] for s in stopping.sequences if len(s) == 1]
   if len(single) != len(stopping.sequences):
     raise SystemExit(f"Tunix stops on single tokens only; stop sequences {stopping.sequences}.")
   eos_tokens = list(stopping.eos_ids) + single
-  pad_id = engine.conventions.pad_id
+  pad_id = work["pad_id"]
   if pad_id in eos_tokens or any(pad_id in p for p in prompts):
     raise SystemExit(f"pad id {pad_id} occurs in a prompt or stops; Tunix would mask it.")
 
@@ -211,8 +213,9 @@ def main(argv):
   best = {impl: max(r["tokens_per_s"] for r in rs) for impl, rs in runs.items()}
   ratio = best["ours"] / best["tunix"]
   vocab = engine.vocabulary
-  print(f"example ours:  {vocab.decode(ours_tokens[0][ours_tokens[0] != pad_id].tolist())!r}")
-  print(f"example tunix: {vocab.decode(tunix_tokens[0].tolist())!r}")
+  if vocab is not None:
+    print(f"example ours:  {vocab.decode(ours_tokens[0][ours_tokens[0] != pad_id].tolist())!r}")
+    print(f"example tunix: {vocab.decode(tunix_tokens[0].tolist())!r}")
   print("\nuseful tokens/s (best of "
         f"{FLAGS.repeats}; all: ours {[r['tokens_per_s'] for r in runs['ours']]}, "
         f"tunix {[r['tokens_per_s'] for r in runs['tunix']]}):")

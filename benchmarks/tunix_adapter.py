@@ -156,12 +156,18 @@ class IdsTokenizer:
 
 
 def logits_diff(model, tunix_module, ids) -> tuple[float, float]:
-  """(max |ours - Tunix|, max |ours|) over the logits of one unpadded prompt."""
+  """(max |ours - Tunix|, max |ours|) over the logits of one unpadded prompt.
+
+  In full float32 matmul precision: a GPU's default (TF32) rounds each
+  product differently in the two models and hides a real mismatch.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   tokens = np.asarray(ids, np.int32)[None]
-  ours = model.logits(tokens)
   t = tokens.shape[1]
-  theirs, _ = tunix_module(jnp.asarray(tokens), jnp.arange(t, dtype=jnp.int32)[None], None,
-                           jnp.tril(jnp.ones((t, t), bool))[None])
+  with jax.default_matmul_precision("highest"):
+    ours = model.logits(tokens)
+    theirs, _ = tunix_module(jnp.asarray(tokens), jnp.arange(t, dtype=jnp.int32)[None], None,
+                             jnp.tril(jnp.ones((t, t), bool))[None])
   return float(np.max(np.abs(ours - np.asarray(theirs, np.float32)))), float(np.max(np.abs(ours)))

@@ -127,7 +127,7 @@ class SamplerTest(absltest.TestCase):
       np.testing.assert_allclose(run.logprobs, runs[0].logprobs, atol=1e-5)
 
   def test_stream_yields_prompts_as_they_finish(self):
-    sampler = make_sampler(max_batch=2, refill=1)
+    sampler = make_sampler(max_batch=2, refill=1, lanes=1)  # 2 slots even when greedy.
     greedy = sampler.sample(self.params, self.prompts[:1], GREEDY)
     # Prompt 0 stops at once (its first greedy token is an EOS); the rest run 10 steps.
     stopping = Stopping.of([int(greedy.tokens[0, 0, 0])])
@@ -137,10 +137,44 @@ class SamplerTest(absltest.TestCase):
     self.assertEqual(order[0], 1)
 
   def test_more_prompts_than_slots_refill_the_slots(self):
-    sampler = make_sampler(max_batch=2)
+    sampler = make_sampler(max_batch=2, lanes=1)
     out = sampler.sample(self.params, self.prompts, GREEDY)
     ref = make_sampler(max_batch=8).sample(self.params, self.prompts, GREEDY)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
+
+  def test_shared_head_is_prefilled_once_and_changes_no_sample(self):
+    # 6 prompts share a 13-token head (the first 8 are prefilled once per call).
+    head = list(range(20, 33))
+    prompts = [head + p for p in random_prompts(6, TINY.vocab_size, low=1, high=9, seed=3)]
+    config = SamplingConfig(num_samples=3, temperature=1.0, top_k=0, max_new_tokens=8)
+    shared, whole = make_sampler(max_batch=2), make_sampler(max_batch=2, share_head=False)
+    for sampling in (GREEDY, config):
+      a = shared.sample(self.params, prompts, sampling, seed=2)
+      b = whole.sample(self.params, prompts, sampling, seed=2)
+      np.testing.assert_array_equal(a.tokens, b.tokens)
+      np.testing.assert_array_equal(a.lengths, b.lengths)
+      np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    self.assertEqual(shared.compilations["head"], 1)
+    self.assertNotIn("head", whole.compilations)
+    compiled = dict(shared.compilations)
+    shared.sample(self.params, prompts[3:] + prompts[:1], config, seed=9)  # Another mix.
+    self.assertEqual(dict(shared.compilations), compiled)
+
+  def test_fewer_samples_than_lanes_take_more_slots(self):
+    # Rows stay max_batch x lanes: greedy (1 sample) fills 4x the slots, 2 samples 2x.
+    sampler = make_sampler(max_batch=2, lanes=4)
+    two = SamplingConfig(num_samples=2, temperature=1.0, max_new_tokens=6)
+    self.assertEqual([sampler.slots_for(c) for c in (GREEDY, two, SamplingConfig(num_samples=6))],
+                     [8, 4, 2])
+    out = sampler.sample(self.params, self.prompts, GREEDY)
+    self.assertEqual(sampler.compilations["prefill"], 1)  # One slot bucket: all 5 prompts.
+    ref = make_sampler(max_batch=2, lanes=1).sample(self.params, self.prompts, GREEDY)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    for config in (two, GREEDY):
+      np.testing.assert_array_equal(
+          sampler.sample(self.params, self.prompts, config, seed=4).tokens,
+          make_sampler(max_batch=2, lanes=1).sample(self.params, self.prompts, config,
+                                                    seed=4).tokens)
 
   def test_engine_progress_bar_changes_no_sample(self):
     import contextlib, io, seqio  # pylint: disable=import-outside-toplevel,multiple-imports

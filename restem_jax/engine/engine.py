@@ -11,11 +11,10 @@ evaluation and the SFT control cannot disagree on BOS, EOS or shardings.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import jax
 import numpy as np
-import seqio
 from jax.sharding import Mesh
 from tqdm import tqdm
 
@@ -26,6 +25,9 @@ from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.model import Decoder
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Samples, Stopping, buckets, pick
 from restem_jax.engine.trainer import Examples, OptimizerConfig, Trainer, token_logprobs
+
+if TYPE_CHECKING:  # Annotations only: sampling and training need no TensorFlow.
+  import seqio
 
 
 @dataclasses.dataclass(frozen=True)

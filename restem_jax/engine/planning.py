@@ -247,7 +247,7 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
                  knobs: str, estimates: bool = True) -> Program:
   """The sampler's decode loop at its largest bucket: `batch` slots of `prompt_len` tokens."""
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
-  slots, lanes = sampler.batch_buckets[-1], sampler.lanes_for(sampling)
+  slots, lanes = sampler.slots_for(sampling), sampler.lanes_for(sampling)
   params = abstract_params(Decoder(model))
   stopping = Stopping((0,))
   compiled, peak, refusal = _compile(

@@ -70,10 +70,15 @@ class Evaluator:
     return self.mean_reward(params, problems, greedy, self.config.seed, desc)
 
   def evaluate(self, params: Any, *, test: Sequence[Problem], validation: Sequence[Problem],
-               train: Sequence[Problem], train_sampling: SamplingConfig) -> dict[str, Any]:
+               train: Sequence[Problem], train_sampling: SamplingConfig,
+               val_reward: float | None = None) -> dict[str, Any]:
+    """All metrics of `params`; `val_reward`, when its M-step's best check already
+    measured these params on `validation`, is taken as is (greedy: the same number)."""
     cfg = self.config
+    if val_reward is None:
+      val_reward = self.greedy_pass_at_1(params, validation, "eval: validation")
     result = {"test_pass@1": self.greedy_pass_at_1(params, test, "eval: test greedy"),
-              "val_reward": self.greedy_pass_at_1(params, validation, "eval: validation")}
+              "val_reward": val_reward}
     result.update(self._sampled(params, test))
     solve = dataclasses.replace(train_sampling, num_samples=cfg.train_eval_samples,
                                 max_new_tokens=cfg.max_new_tokens)

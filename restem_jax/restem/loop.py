@@ -52,7 +52,8 @@ class RestemConfig:
   val_seed: int = 0
   shard_size: int = 64  # Problems per durable E-step shard.
   max_prompt_len: int = 1024
-  sample_batch: int = 16  # Sampler prompt slots (prompts decoded at once, each on up to 8 lanes).
+  sample_batch: int = 16  # Sampler prompt slots (each decodes up to 4 samples at once; more slots
+  # for fewer samples: a greedy call decodes 4 x sample_batch prompts at once).
   seed: int = 0
   # Also fine-tune the base on the labelled split for the same steps (a control).
   sft_control: bool = False
@@ -96,11 +97,12 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
               val_reward=val_reward, workdir=os.path.join(workdir, "base_training"))
   load_base = lambda: engine.restore(base_path)
 
-  def evaluate(params: Any, iteration: int, extra: dict[str, Any]) -> dict[str, Any]:
+  def evaluate(params: Any, iteration: int, extra: dict[str, Any],
+               val_reward: float | None = None) -> dict[str, Any]:
     def compute():
       result = {"iteration": iteration, **evaluator.evaluate(
           params, test=problems["test"], validation=problems["validation"],
-          train=problems["train"], train_sampling=e_sampling), **extra}
+          train=problems["train"], train_sampling=e_sampling, val_reward=val_reward), **extra}
       if jax.process_index() == 0:
         reporting.write_tensorboard(os.path.join(workdir, "tensorboard"), iteration, result)
       return result
@@ -150,10 +152,10 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
                    lambda: fine_tune(kept, i, it_dir, start_path),
                    read=engine.restore, write=save_iterate, exists=checkpoints.exists)
     policy_path = os.path.join(it_dir, "checkpoint")
-    best_step = files.read_json(os.path.join(it_dir, "m_step.json"))["best_step"]
+    m_step_record = files.read_json(os.path.join(it_dir, "m_step.json"))
     history.append(evaluate(policy, i, {
         "num_kept": len(kept), "kept_problems": len({s.problem_id for s in kept}),
-        "m_step_best_step": best_step}))
+        "m_step_best_step": m_step_record["best_step"]}, m_step_record["best_val_reward"]))
 
   policy = None
   best = max(history, key=lambda m: (m["val_reward"], -m["iteration"]))["iteration"]
