@@ -8,8 +8,10 @@ from absl.testing import absltest, parameterized
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError
 from restem_jax.engine.params import place
+from restem_jax.engine.model import Decoder
 from restem_jax.engine.trainer import (OptimizerConfig, Trainer, learning_rate_schedule,
-                                       logprobs_of_logits, nll_of_logprobs)
+                                       token_logprobs, trim_padding, weighted_nll,
+                                       with_target_positions)
 from tests.utils import TINY, tiny_params
 
 MESH = partitioning.make_mesh(devices=jax.devices()[:1])
@@ -48,15 +50,50 @@ class TrainerTest(parameterized.TestCase):
     self.assertEqual(int(state.step), 40)
     self.assertEqual(metrics["target_tokens"], 4 * 7)
 
-  def test_prompt_positions_get_no_gradient(self):
-    batch = make_batch(rows=2)
-    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 12, TINY.vocab_size))
-    grads = jax.grad(lambda lg: nll_of_logprobs(logprobs_of_logits(lg, batch["tokens"]),
-                                                batch)[0])(logits)
-    # Logits at position t predict token t+1: positions 0..3 predict prompt tokens.
-    self.assertTrue(np.all(np.asarray(grads[:, :4]) == 0))
-    self.assertTrue(np.all(np.abs(np.asarray(grads[:, 4:11])).sum(-1) > 0))
-    self.assertTrue(np.all(np.asarray(grads[:, 11]) == 0))  # Predicts past the end.
+  def test_padding_columns_are_trimmed_without_changing_the_step(self):
+    batch = make_batch(rows=4, length=64)
+    batch["valid"][:, 20:] = False  # Rows of 20 tokens padded to 64; one of 17.
+    batch["valid"][1, 17:] = False
+    self.assertEqual(trim_padding(batch)["tokens"].shape, (4, 32))
+    self.assertEqual(trim_padding(make_batch(rows=2, length=40))["tokens"].shape, (2, 40))
+    left = make_batch(rows=2, length=64)
+    left["valid"][:, :50] = False  # Left padding: every column up to the end is used.
+    self.assertEqual(trim_padding(left)["valid"].shape, (2, 64))
+    trainer = Trainer(TINY, OptimizerConfig(name="adamw", learning_rate=1e-3), MESH)
+    state = trainer.init_state(tiny_params())
+    trimmed, metrics = trainer.step(state, batch)
+    whole, whole_metrics = trainer._step(trainer.init_state(tiny_params()),
+                                         trainer._global(with_target_positions(batch)))
+    self.assertAlmostEqual(metrics["loss"], float(whole_metrics["loss"]), places=5)
+    leaves_close(trimmed.params, whole.params, atol=1e-6)
+
+  def test_head_at_target_positions_equals_the_full_loss(self):
+    # Rows with different prompt lengths and one padded row: the loss and its
+    # gradient from the head at target positions only equal those over every position.
+    batch = make_batch(rows=3, length=12)
+    batch["target_mask"][0, :8] = 0
+    batch["valid"][2, 9:] = False
+    batch["reward"][1] = 0.5
+    compact = with_target_positions(batch)
+    self.assertEqual(compact["at"].shape, (3, 11))  # 16, capped at the 11 positions.
+    np.testing.assert_array_equal(compact["at"][0, :4], [7, 8, 9, 10])
+    self.assertEqual(compact["at_weight"][0].sum(), 4)
+    model, params = Decoder(TINY), tiny_params()
+
+    def full(p):  # The loss written out over all next-token positions.
+      logprobs = token_logprobs(model, p, batch["tokens"], batch["valid"])
+      weight = batch["target_mask"][:, 1:] * batch["valid"][:, 1:] * batch["reward"][:, None]
+      return jnp.sum(-logprobs * weight), jnp.sum(weight)
+
+    for terms in (full, lambda p: weighted_nll(model, p, compact),
+                  lambda p: weighted_nll(model, p, batch)):
+      (total, weight), grads = jax.value_and_grad(terms, has_aux=True)(params)
+      if terms is full:
+        reference = (float(total), float(weight), grads)
+        continue
+      self.assertAlmostEqual(float(total), reference[0], places=4)
+      self.assertEqual(float(weight), reference[1])
+      leaves_close(grads, reference[2], atol=1e-5)
 
   def test_reward_zero_sample_contributes_nothing(self):
     trainer = Trainer(TINY, OptimizerConfig(name="adamw", learning_rate=1e-2), MESH)

@@ -218,14 +218,16 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens: Array, positions: Array, own_mask: Array,
                last_only: bool = False, prefix: KV | None = None,
-               prefix_mask: Array | None = None) -> tuple[Array, KV]:
+               prefix_mask: Array | None = None, at: Array | None = None) -> tuple[Array, KV]:
     """Returns float32 logits [B, N, T, vocab] and the keys/values of `tokens`.
 
     The KV is [layers, B, N, kv_heads, T, head_dim]. `last_only` computes the
     vocabulary head at the last position only (logits [B, N, 1, vocab]): a
     prefill needs nothing else. `prefix` ([layers, B, kv_heads, P, head_dim],
     visible where `prefix_mask` [B, P]) holds keys already computed, e.g. a
-    prompt head shared by every prompt. Decoding with a cache is `decode_step`.
+    prompt head shared by every prompt. `at` [B, N, A] computes the head at
+    those positions only (logits [B, N, A, vocab]): training needs it where
+    the next token is a target. Decoding with a cache is `decode_step`.
     """
     cfg = self.cfg
     embedding = self.param(
@@ -243,7 +245,9 @@ class Decoder(nn.Module):
         length=cfg.num_layers, unroll=cfg.scan_unroll,
         metadata_params={nn.PARTITION_NAME: "layers"})
     x, kv = layers(cfg, name="layers")(x, (prefix, None), positions, own_mask, prefix_mask, None)
-    if last_only:
+    if at is not None:
+      x = jnp.take_along_axis(x, at[..., None], axis=2)
+    elif last_only:
       x = x[:, :, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:

@@ -21,8 +21,11 @@ from restem_jax.engine.config import ConfigError, ModelConfig, at_least
 from restem_jax.engine.model import Decoder, causal_mask, positions_of
 from restem_jax.engine.params import abstract_params, param_shardings, place
 
-Batch = dict[str, Any]  # tokens [B,T] int32, target_mask [B,T], valid [B,T], reward [B]
-BATCH_DTYPES = {"tokens": np.int32, "target_mask": np.float32, "valid": bool, "reward": np.float32}
+# tokens [B,T] int32, target_mask [B,T], valid [B,T], reward [B]; the step adds at and
+# at_weight [B,A] (`with_target_positions`).
+Batch = dict[str, Any]
+BATCH_DTYPES = {"tokens": np.int32, "target_mask": np.float32, "valid": bool, "reward": np.float32,
+                "at": np.int32, "at_weight": np.float32}
 
 
 class Examples(NamedTuple):
@@ -107,15 +110,58 @@ def logprobs_of_logits(logits: jax.Array, tokens: jax.Array) -> jax.Array:
   return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
 
 
+WIDTH_GRANULE = 16  # Trimmed batches are a multiple of this wide: few compiled shapes.
+
+
+def trim_padding(batch: Batch) -> Batch:
+  """The batch without the trailing columns no row uses, its width rounded up to 16.
+
+  Rows are as long as FinetuneConfig.seq_len allows, but a batch of short
+  ones (a one-line answer under a 64-token prompt in 96) need not pay for
+  the columns all of them leave empty.
+  """
+  valid = np.asarray(batch["valid"], bool)
+  used = np.flatnonzero(valid.any(axis=0))
+  width = min(valid.shape[1], -(-(int(used[-1]) + 1 if used.size else 1) // WIDTH_GRANULE)
+              * WIDTH_GRANULE)
+  return {name: value if name == "reward" else np.asarray(value)[:, :width]
+          for name, value in batch.items()}
+
+
 def weighted_nll(model: Decoder, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
-  """(sum of reward * NLL over target tokens, sum of reward * target tokens)."""
-  return nll_of_logprobs(token_logprobs(model, params, batch["tokens"], batch["valid"]), batch)
+  """(sum of reward * NLL over target tokens, sum of reward * target tokens).
 
-
-def nll_of_logprobs(logprobs: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
-  """Reward-weighted NLL sums of per-token log-probs [B, T-1]; prompt positions weigh 0."""
-  weight = batch["target_mask"][:, 1:] * batch["valid"][:, 1:] * batch["reward"][:, None]
+  The vocabulary head runs only at batch["at"], the positions whose next
+  token is a target (a one-line answer is a third of a row, and the head a
+  fifth of a small model's work); without it, at every position.
+  """
+  tokens, valid = batch["tokens"], batch["valid"].astype(bool)
+  at, weight = batch.get("at"), batch.get("at_weight")
+  if at is None:
+    b, t = tokens.shape
+    at = jnp.broadcast_to(jnp.arange(t - 1), (b, t - 1))
+    weight = batch["target_mask"][:, 1:] * valid[:, 1:]
+  logits, _ = model.apply({"params": params}, tokens[:, None], positions_of(valid)[:, None],
+                          causal_mask(valid[:, None]), at=at[:, None])
+  logp = jax.nn.log_softmax(logits[:, 0])
+  next_tokens = jnp.take_along_axis(tokens, at + 1, axis=1)
+  logprobs = jnp.take_along_axis(logp, next_tokens[..., None], axis=-1)[..., 0]
+  weight = weight * batch["reward"][:, None]
   return jnp.sum(-logprobs * weight), jnp.sum(weight)
+
+
+def with_target_positions(batch: Batch) -> Batch:
+  """Adds at [B, A], each row's positions whose next token is a target (padded with 0),
+  and at_weight [B, A] (0 on padding); A is the most in a row, rounded up to 16."""
+  weight = np.asarray(batch["target_mask"])[:, 1:] * np.asarray(batch["valid"])[:, 1:]
+  counts = (weight > 0).sum(axis=1)
+  width = min(weight.shape[1], -(-max(int(counts.max()), 1) // WIDTH_GRANULE) * WIDTH_GRANULE)
+  at = np.zeros((len(weight), width), np.int32)
+  at_weight = np.zeros((len(weight), width), np.float32)
+  for row, count in enumerate(counts):
+    where = np.flatnonzero(weight[row] > 0)
+    at[row, :count], at_weight[row, :count] = where, weight[row, where]
+  return dict(batch, at=at, at_weight=at_weight)
 
 
 class Trainer:
@@ -173,12 +219,12 @@ class Trainer:
     if rows % self.grad_accum_steps:
       raise ConfigError(f"batch of {rows} rows is not divisible by grad_accum_steps="
                         f"{self.grad_accum_steps}.")
-    state, metrics = self._step(state, self._global(batch))
+    state, metrics = self._step(state, self._global(with_target_positions(trim_padding(batch))))
     return state, {k: float(v) for k, v in metrics.items()}
 
   def loss(self, params: Any, batch: Batch) -> float:
     """Mean reward-weighted NLL per target token."""
-    total, weight = self._loss(params, self._global(batch))
+    total, weight = self._loss(params, self._global(with_target_positions(trim_padding(batch))))
     return float(total / jnp.maximum(weight, 1e-9))
 
   def abstract_state(self) -> TrainState:
@@ -191,7 +237,8 @@ class Trainer:
   def compile_ahead(self, rows: int, seq_len: int) -> Any:
     """The train step compiled from shapes alone (for any mesh, e.g. a TPU topology)."""
     state = self.abstract_state()
-    batch = {name: jax.ShapeDtypeStruct((rows,) if name == "reward" else (rows, seq_len), dtype,
+    width = {"reward": (), "at": (seq_len - 1,), "at_weight": (seq_len - 1,)}
+    batch = {name: jax.ShapeDtypeStruct((rows,) + width.get(name, (seq_len,)), dtype,
                                         sharding=self.batch_sharding)
              for name, dtype in BATCH_DTYPES.items()}
     return self._step.lower(state, batch).compile()
