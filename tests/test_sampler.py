@@ -160,6 +160,24 @@ class SamplerTest(absltest.TestCase):
     shared.sample(self.params, prompts[3:] + prompts[:1], config, seed=9)  # Another mix.
     self.assertEqual(dict(shared.compilations), compiled)
 
+  def test_a_layout_makes_the_rest_of_a_call_run_the_same_programs(self):
+    # A resumed E-step samples only the prompts left; with the whole call as
+    # its layout it compiles nothing new and matches the whole call bit for bit.
+    head = list(range(40, 50))
+    prompts = [head + p for p in random_prompts(8, TINY.vocab_size, low=1, high=12, seed=5)]
+    config = SamplingConfig(num_samples=3, temperature=1.0, max_new_tokens=6)
+    sampler = make_sampler(max_batch=4)
+    whole = sampler.sample(self.params, prompts, config, seed=1)
+    compiled = dict(sampler.compilations)
+    rest = dict(sampler.stream(self.params, prompts[6:], config, seed=1, prompt_ids=[6, 7],
+                               layout=prompts))
+    self.assertEqual(dict(sampler.compilations), compiled)
+    for j, i in enumerate((6, 7)):  # The stream numbers its own prompts.
+      np.testing.assert_array_equal(rest[j].tokens, whole.tokens[i])
+      np.testing.assert_array_equal(rest[j].logprobs, whole.logprobs[i])
+    with self.assertRaisesRegex(ValueError, "layout"):
+      dict(sampler.stream(self.params, [[1] * 11], config, layout=prompts))
+
   def test_fewer_samples_than_lanes_take_more_slots(self):
     # Rows stay max_batch x lanes: greedy (1 sample) fills 4x the slots, 2 samples 2x.
     sampler = make_sampler(max_batch=2, lanes=4)

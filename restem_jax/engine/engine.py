@@ -159,11 +159,14 @@ class Engine:
     return [self._completions(row, stop_strings) for row in zip(*out)]
 
   def stream(self, params: Any, prompts: Sequence[str], config: SamplingConfig, seed: int,
-             prompt_ids: Sequence[int], stop_strings: Sequence[str] = ()
-             ) -> Iterator[tuple[int, list[Completion]]]:
-    """As `generate`, but yields (i, prompt i's completions) as each prompt finishes."""
+             prompt_ids: Sequence[int], stop_strings: Sequence[str] = (),
+             layout: Sequence[str] | None = None) -> Iterator[tuple[int, list[Completion]]]:
+    """As `generate`, but yields (i, prompt i's completions) as each prompt finishes.
+
+    `layout`: prompts whose shapes the call takes (`Sampler.stream`)."""
+    layout_ids = None if layout is None else [self.encode_prompt(p) for p in layout]
     for i, row in self.sampler.stream(params, [self.encode_prompt(p) for p in prompts], config,
-                                      seed, prompt_ids, self.stopping(stop_strings)):
+                                      seed, prompt_ids, self.stopping(stop_strings), layout_ids):
       yield i, self._completions(row, stop_strings)
 
   def _completions(self, row: Samples, stop_strings: Sequence[str]) -> list[Completion]:

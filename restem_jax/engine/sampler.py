@@ -171,11 +171,16 @@ class Sampler:
 
   def stream(self, params: Any, prompts: Sequence[Sequence[int]], config: SamplingConfig,
              seed: int = 0, prompt_ids: Sequence[int] | None = None,
-             stopping: Stopping = Stopping()) -> Iterator[tuple[int, Samples]]:
+             stopping: Stopping = Stopping(), layout: Sequence[Sequence[int]] | None = None
+             ) -> Iterator[tuple[int, Samples]]:
     """Yields (i, prompt i's samples as a one-prompt `Samples` row) as each prompt finishes.
 
     Prompts enter in order; one that finishes early comes out early, so a
     consumer can score finished prompts while the rest still sample.
+    `layout` (default: `prompts`) is the prompt set whose prompt bucket, slot
+    count and shared head the call's programs take: a resumed E-step passes
+    all of its problems, so its remaining prompts run the same programs as
+    in the uninterrupted run and their log-probs match to the bit.
     """
     prompt_ids = list(range(len(prompts)) if prompt_ids is None else prompt_ids)
     if len(prompt_ids) != len(prompts):
@@ -183,12 +188,16 @@ class Sampler:
     self._check(prompts)
     if not prompts:
       return
-    length = pick(max(map(len, prompts)), self.prompt_buckets)
+    layout = prompts if layout is None else layout
+    length = pick(max(map(len, layout)), self.prompt_buckets)
     # A call with fewer prompts than slots gets fewer slots (a bucket), not idle ones.
-    slots = pick(min(len(prompts), self.slots_for(config)), self.slot_buckets(config))
+    slots = pick(min(len(layout), self.slots_for(config)), self.slot_buckets(config))
     shape = (config, stopping, length, slots)
     refill = self.refill_for(slots)
-    shared = shared_head(prompts) if self.share_head else 0
+    shared = shared_head(layout) if self.share_head else 0
+    if any(len(p) > length or list(p[:shared]) != list(layout[0][:shared]) for p in prompts):
+      raise ValueError("every prompt must fit the layout's prompt bucket and start with its "
+                       "shared head: pass a layout that includes the prompts.")
     head = self._head(params, prompts[0][:shared]) if shared else None
     base = jax.random.PRNGKey(seed)
     keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(

@@ -105,7 +105,8 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     stream = engine.stream(params, [problems[i].prompt for i in indices], sampling, seed,
-                           prompt_ids=indices, stop_strings=task.stop_strings)
+                           prompt_ids=indices, stop_strings=task.stop_strings,
+                           layout=[p.prompt for p in problems])
     for j, completions in stream:
       shard = owner[indices[j]]
       shard.completions[indices[j]] = completions
