@@ -57,6 +57,8 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
   pass_k = SamplingConfig(num_samples=evaluation.pass_k_samples,
                           temperature=evaluation.pass_temperature, top_k=0,
                           top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
+  # Greedy calls (test pass@1, validation) fill 4x the slots with one lane each.
+  greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
   shard_kv = "shard the KV cache over more chips (MeshConfig.data / fsdp)"
   programs = [
       planning.plan_train_step(model, build(OptimizerConfig), mesh, rules, m_step.batch_size,
@@ -65,13 +67,18 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
           "E-step sampler", model, mesh, rules, e_step, restem.sample_batch,
           restem.max_prompt_len, tpu,
           f"lower RestemConfig.sample_batch (prompt slots; each decodes up to "
-          f"min(8, num_samples={restem.num_samples}) continuations at once), RestemConfig.max_new_tokens or "
+          f"min(4, num_samples={restem.num_samples}) continuations at once), RestemConfig.max_new_tokens or "
           f"max_prompt_len, or {shard_kv}", estimates),
       planning.plan_sampler(
           "evaluation sampler (pass@k)", model, mesh, rules, pass_k, restem.sample_batch,
           restem.max_prompt_len, tpu,
           f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
           f"EvalConfig.max_new_tokens, or {shard_kv}", estimates),
+      planning.plan_sampler(
+          "evaluation sampler (greedy)", model, mesh, rules, greedy, restem.sample_batch,
+          restem.max_prompt_len, tpu,
+          f"lower RestemConfig.sample_batch (a greedy call decodes 4 x sample_batch prompts) "
+          f"or RestemConfig.max_prompt_len, or {shard_kv}", estimates),
   ]
   return tpu, mesh, model, programs
 

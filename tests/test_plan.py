@@ -139,10 +139,12 @@ class PlanCommandTest(absltest.TestCase):
   def test_micro_run_fits_a_small_slice(self):
     result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e:2x2")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    for name in ("M-step train step", "E-step sampler", "evaluation sampler (pass@k)"):
+    for name in ("M-step train step", "E-step sampler", "evaluation sampler (pass@k)",
+                 "evaluation sampler (greedy)"):
       self.assertIn(f"{name}: ", result.stdout)
+    self.assertIn("evaluation sampler (greedy): 64 prompt slots x 1 lanes", result.stdout)
     self.assertIn("roofline estimate", result.stdout)
-    self.assertIn("All 3 programs fit on v5e:2x2", result.stdout)
+    self.assertIn("All 4 programs fit on v5e:2x2", result.stdout)
 
   def test_oversized_config_is_refused_naming_the_knobs(self):
     result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e:2x2",
