@@ -366,6 +366,7 @@ class Sampler:
         {"params": params}, tokens[:, None], (shared + positions_of(valid))[:, None],
         causal_mask(valid[:, None]), last_only=True, prefix=context,
         prefix_mask=None if head is None else jnp.ones((rows, shared), bool))
+
     def row(i: int, field: int) -> jax.Array:  # Layer i's keys (0) or values (1) of each row.
       own = rest[field][i, :, 0]
       return own if head is None else jnp.concatenate(
