@@ -87,8 +87,9 @@ class ModelConventionsTest(absltest.TestCase):
       rows = dict(rows)
       return Samples(*(np.stack([rows[i][k] for i in range(n)]) for k in range(3)))
 
-    def watch_stream(params, prompts, config, seed=0, prompt_ids=None, stopping=Stopping()):
-      rows = list(stream(params, prompts, config, seed, prompt_ids, stopping))
+    def watch_stream(params, prompts, config, seed=0, prompt_ids=None, stopping=Stopping(),
+                     layout=None):
+      rows = list(stream(params, prompts, config, seed, prompt_ids, stopping, layout))
       sampled.append((params, prompts, config, seed, prompt_ids, stopping,
                       collect(rows, len(prompts))))
       yield from rows
