@@ -62,8 +62,8 @@ class TrainerTest(parameterized.TestCase):
     trainer = Trainer(TINY, OptimizerConfig(name="adamw", learning_rate=1e-3), MESH)
     state = trainer.init_state(tiny_params())
     trimmed, metrics = trainer.step(state, batch)
-    whole, whole_metrics = trainer._step(trainer.init_state(tiny_params()),
-                                         trainer._global(with_target_positions(batch)))
+    untrimmed = {k: jnp.asarray(v) for k, v in with_target_positions(batch).items()}
+    whole, whole_metrics = trainer._step(trainer.init_state(tiny_params()), untrimmed)
     self.assertAlmostEqual(metrics["loss"], float(whole_metrics["loss"]), places=5)
     leaves_close(trimmed.params, whole.params, atol=1e-6)
 

@@ -113,6 +113,11 @@ def logprobs_of_logits(logits: jax.Array, tokens: jax.Array) -> jax.Array:
 WIDTH_GRANULE = 16  # Trimmed batches are a multiple of this wide: few compiled shapes.
 
 
+def _granular(n: int, limit: int) -> int:
+  """n rounded up to a multiple of WIDTH_GRANULE (at least one), at most `limit`."""
+  return min(limit, -(-max(n, 1) // WIDTH_GRANULE) * WIDTH_GRANULE)
+
+
 def trim_padding(batch: Batch) -> Batch:
   """The batch without the trailing columns no row uses, its width rounded up to 16.
 
@@ -122,8 +127,7 @@ def trim_padding(batch: Batch) -> Batch:
   """
   valid = np.asarray(batch["valid"], bool)
   used = np.flatnonzero(valid.any(axis=0))
-  width = min(valid.shape[1], -(-(int(used[-1]) + 1 if used.size else 1) // WIDTH_GRANULE)
-              * WIDTH_GRANULE)
+  width = _granular(int(used[-1]) + 1 if used.size else 1, valid.shape[1])
   return {name: value if name == "reward" else np.asarray(value)[:, :width]
           for name, value in batch.items()}
 
@@ -155,7 +159,7 @@ def with_target_positions(batch: Batch) -> Batch:
   and at_weight [B, A] (0 on padding); A is the most in a row, rounded up to 16."""
   weight = np.asarray(batch["target_mask"])[:, 1:] * np.asarray(batch["valid"])[:, 1:]
   counts = (weight > 0).sum(axis=1)
-  width = min(weight.shape[1], -(-max(int(counts.max()), 1) // WIDTH_GRANULE) * WIDTH_GRANULE)
+  width = _granular(int(counts.max()), weight.shape[1])
   at = np.zeros((len(weight), width), np.int32)
   at_weight = np.zeros((len(weight), width), np.float32)
   for row, count in enumerate(counts):
@@ -219,12 +223,12 @@ class Trainer:
     if rows % self.grad_accum_steps:
       raise ConfigError(f"batch of {rows} rows is not divisible by grad_accum_steps="
                         f"{self.grad_accum_steps}.")
-    state, metrics = self._step(state, self._global(with_target_positions(trim_padding(batch))))
+    state, metrics = self._step(state, self._global(batch))
     return state, {k: float(v) for k, v in metrics.items()}
 
   def loss(self, params: Any, batch: Batch) -> float:
     """Mean reward-weighted NLL per target token."""
-    total, weight = self._loss(params, self._global(with_target_positions(trim_padding(batch))))
+    total, weight = self._loss(params, self._global(batch))
     return float(total / jnp.maximum(weight, 1e-9))
 
   def abstract_state(self) -> TrainState:
@@ -269,6 +273,8 @@ class Trainer:
 
 
   def _global(self, batch: Batch) -> Batch:
-    """Host rows (the same on every process) as global arrays split over the batch axes."""
+    """Host rows (the same on every process), trimmed and with their target positions, as
+    global arrays split over the batch axes."""
+    batch = with_target_positions(trim_padding(batch))
     return {name: multihost.global_array(np.asarray(batch[name], dtype), self.batch_sharding)
             for name, dtype in BATCH_DTYPES.items()}
