@@ -57,7 +57,7 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
   pass_k = SamplingConfig(num_samples=evaluation.pass_k_samples,
                           temperature=evaluation.pass_temperature, top_k=0,
                           top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
-  # Greedy calls (test pass@1, validation) fill 4x the slots with one lane each.
+  # Greedy calls (test pass@1, validation): one sample per prompt, so the most prompt slots.
   greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
   shard_kv = "shard the KV cache over more chips (MeshConfig.data / fsdp)"
   programs = [
@@ -66,9 +66,9 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
       planning.plan_sampler(
           "E-step sampler", model, mesh, rules, e_step, restem.sample_batch,
           restem.max_prompt_len, tpu,
-          f"lower RestemConfig.sample_batch (prompt slots; each decodes up to "
-          f"min(4, num_samples={restem.num_samples}) continuations at once), RestemConfig.max_new_tokens or "
-          f"max_prompt_len, or {shard_kv}", estimates),
+          f"lower RestemConfig.sample_batch (4 x sample_batch lanes decode at once, over "
+          f"prompt slots for twice the prompts whose num_samples={restem.num_samples} fill them), "
+          f"RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}", estimates),
       planning.plan_sampler(
           "evaluation sampler (pass@k)", model, mesh, rules, pass_k, restem.sample_batch,
           restem.max_prompt_len, tpu,
@@ -77,7 +77,7 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
       planning.plan_sampler(
           "evaluation sampler (greedy)", model, mesh, rules, greedy, restem.sample_batch,
           restem.max_prompt_len, tpu,
-          f"lower RestemConfig.sample_batch (a greedy call decodes 4 x sample_batch prompts) "
+          f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts) "
           f"or RestemConfig.max_prompt_len, or {shard_kv}", estimates),
   ]
   return tpu, mesh, model, programs

@@ -100,9 +100,10 @@ class PlanningTest(absltest.TestCase):
     plan = planning.plan_sampler("E-step sampler", SMALL, self.data_mesh, RULES, sampling,
                                  batch=8, prompt_len=64, tpu=self.tpu, knobs="")
     self.assertTrue(plan.fits(self.tpu))
-    # 8 prompts over 4 devices: 2 each, keys and values of the prompt and of every sample.
-    per_layer = 2 * 2 * SMALL.num_kv_heads * SMALL.head_dim * (64 + 4 * 32)  # bfloat16
-    self.assertEqual(plan.parts["KV cache"], SMALL.num_layers * 2 * per_layer)
+    # 8 x 4 = 32 lanes over 16 prompt slots (twice the 8 prompts whose samples fill the
+    # lanes), on 4 devices: keys and values of 4 prompts of 64 tokens and 8 lanes of 32.
+    per_layer = 2 * 2 * SMALL.num_kv_heads * SMALL.head_dim * (4 * 64 + 8 * 32)  # bfloat16
+    self.assertEqual(plan.parts["KV cache"], SMALL.num_layers * per_layer)
     self.assertGreaterEqual(plan.peak_bytes, plan.parts["parameters"] + plan.parts["KV cache"])
     # One decode step: about 2 FLOPs per parameter for each of the 8 x 4 rows.
     step_flops = plan.costs["decode_step"][0]
@@ -142,7 +143,7 @@ class PlanCommandTest(absltest.TestCase):
     for name in ("M-step train step", "E-step sampler", "evaluation sampler (pass@k)",
                  "evaluation sampler (greedy)"):
       self.assertIn(f"{name}: ", result.stdout)
-    self.assertIn("evaluation sampler (greedy): 64 prompt slots x 1 lanes", result.stdout)
+    self.assertIn("evaluation sampler (greedy): 64 lanes over 128 prompt slots", result.stdout)
     self.assertIn("roofline estimate", result.stdout)
     self.assertIn("All 4 programs fit on v5e:2x2", result.stdout)
 

@@ -157,7 +157,7 @@ class SamplerTest(absltest.TestCase):
     self.assertEqual(shared.compilations["head"], 1)
     self.assertNotIn("head", whole.compilations)
     compiled = dict(shared.compilations)
-    shared.sample(self.params, prompts[3:] + prompts[:1], config, seed=9)  # Another mix.
+    shared.sample(self.params, prompts[3:] + prompts[:3], config, seed=9)  # Another order.
     self.assertEqual(dict(shared.compilations), compiled)
 
   def test_a_layout_makes_the_rest_of_a_call_run_the_same_programs(self):
@@ -178,12 +178,13 @@ class SamplerTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "layout"):
       dict(sampler.stream(self.params, [[1] * 11], config, layout=prompts))
 
-  def test_fewer_samples_than_lanes_take_more_slots(self):
-    # Rows stay max_batch x lanes: greedy (1 sample) fills 4x the slots, 2 samples 2x.
+  def test_slots_hold_twice_the_prompts_whose_samples_fill_the_lanes(self):
+    # Lanes stay max_batch x lanes = 8: greedy (1 sample) takes 16 slots, 2 samples 8,
+    # 6 samples 4 (two prompts fill the lanes).
     sampler = make_sampler(max_batch=2, lanes=4)
     two = SamplingConfig(num_samples=2, temperature=1.0, max_new_tokens=6)
     self.assertEqual([sampler.slots_for(c) for c in (GREEDY, two, SamplingConfig(num_samples=6))],
-                     [8, 4, 2])
+                     [16, 8, 4])
     out = sampler.sample(self.params, self.prompts, GREEDY)
     self.assertEqual(sampler.compilations["prefill"], 1)  # One slot bucket: all 5 prompts.
     ref = make_sampler(max_batch=2, lanes=1).sample(self.params, self.prompts, GREEDY)

@@ -93,26 +93,32 @@ def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str
   return value.astype(jnp.dtype(cfg.dtype))
 
 
-def _attend(q: Array, prefix: KV | None, prefix_mask: Array | None, own: KV,
-            own_mask: Array) -> Array:
+def _attend(q: Array, prefix, prefix_mask: Array | None, own: KV, own_mask: Array) -> Array:
   """Softmax attention of q over the prompt segment and the own segment.
 
-  q: [B, N, T, K, G, D]; prefix.k/v: [B, K, P, D]; prefix_mask: [B, P];
-  own.k/v: [B, N, K, S, D]; own_mask: [B, N, T, S]. Returns [B, N, T, K, G, D].
+  q: [B, N, T, K, G, D]; own.k/v: [B, N, K, S, D]; own_mask: [B, N, T, S].
+  prefix: a `KV` of [B, K, P, D] visible where prefix_mask [B, P], or any object
+  whose `scores(q)` gives masked [B, N, K, G, T, P] scores and `values(probs)`
+  their [B, N, T, K, G, D] sum (the sampler's prompt keys held per slot).
+  Returns [B, N, T, K, G, D].
   """
   f32 = jnp.float32
   neg = jnp.finfo(f32).min
   s_own = jnp.einsum("bntkgd,bnksd->bnkgts", q, own.k, preferred_element_type=f32)
   s_own = jnp.where(own_mask[:, :, None, None], s_own, neg)
   scores = [s_own]
-  if prefix is not None:
+  if isinstance(prefix, KV):
     s_pre = jnp.einsum("bntkgd,bkpd->bnkgtp", q, prefix.k, preferred_element_type=f32)
     scores.append(jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg))
+  elif prefix is not None:
+    scores.append(prefix.scores(q))
   probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
   s = own.k.shape[3]
   out = jnp.einsum("bnkgts,bnksd->bntkgd", probs[..., :s], own.v)
-  if prefix is not None:
+  if isinstance(prefix, KV):
     out = out + jnp.einsum("bnkgtp,bkpd->bntkgd", probs[..., s:], prefix.v)
+  elif prefix is not None:
+    out = out + prefix.values(probs[..., s:])
   return out
 
 
@@ -120,7 +126,7 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, positions: Array, own_mask: Array, prefix: KV | None,
+  def __call__(self, x: Array, positions: Array, own_mask: Array, prefix,
                prefix_mask: Array | None, cache: KV | None, cache_index: Array | None
                ) -> tuple[Array, KV]:
     cfg = self.cfg
@@ -266,7 +272,7 @@ def unstack_layers(params) -> tuple:
 
 
 def decode_step(cfg: ModelConfig, params, layers: Sequence, tokens: Array, positions: Array,
-                own_mask: Array, prefix: Sequence[KV], prefix_mask: Array,
+                own_mask: Array, prefix: Sequence, prefix_mask: Array | None,
                 cache: Sequence[KV], cache_index: Array) -> tuple[Array, tuple[KV, ...]]:
   """One decode step of `Decoder` with its layers unrolled: logits [B, N, 1, vocab] and the cache.
 
@@ -274,7 +280,8 @@ def decode_step(cfg: ModelConfig, params, layers: Sequence, tokens: Array, posit
   cache are arrays of their own: inside a decode loop, slicing a layer out
   of stacked [layers, ...] arrays copies it at every step (the weights, and
   a scan's stacked cache twice over); here nothing is copied and each
-  layer's cache is updated in place.
+  layer's cache is updated in place. `prefix` holds each layer's prompt
+  segment, as `_attend` takes it.
   """
   x = _embed(cfg, params["embedding"], tokens)
   block = Block(cfg)

@@ -227,13 +227,13 @@ def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
                  {"training tokens/s (slice)": rows * seq_len / seconds}, knobs)
 
 
-def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: int, lanes: int,
+def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: int, rows: int,
               prompt_len: int, sampling: SamplingConfig) -> int:
   """The sampler's KV cache on one device: each slot's prompt keys once, each lane's own."""
   dtype = jax.numpy.dtype(model.dtype)
   l, k, d = model.num_layers, model.num_kv_heads, model.head_dim
   arrays = [((slots, k, prompt_len, d), ("act_batch", "act_kv_heads", None, None)),
-            ((slots, lanes, k, sampling.max_new_tokens, d),
+            ((rows, 1, k, sampling.max_new_tokens, d),
              ("act_batch", "act_samples", "act_kv_heads", None, None))]
   total = 0
   for shape, names in arrays:
@@ -247,17 +247,17 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
                  knobs: str, estimates: bool = True) -> Program:
   """The sampler's decode loop at its largest bucket: `batch` slots of `prompt_len` tokens."""
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
-  slots, lanes = sampler.slots_for(sampling), sampler.lanes_for(sampling)
+  slots, rows = sampler.slots_for(sampling), sampler.rows
   params = abstract_params(Decoder(model))
   stopping = Stopping((0,))
   compiled, peak, refusal = _compile(
       lambda: sampler.compile_ahead(params, sampling, stopping)["decode"])
-  kv = _kv_bytes(model, mesh, rules, slots, lanes, prompt_len, sampling)
+  kv = _kv_bytes(model, mesh, rules, slots, rows, prompt_len, sampling)
   weights = _shard_bytes(params, sampler.param_shardings)
   # The decode loop reads per-layer copies of the layer weights (made once per call).
   layer_weights = _shard_bytes(params["layers"], sampler.param_shardings["layers"])
   parts = {"parameters": weights, "per-layer weight copies": layer_weights, "KV cache": kv}
-  shape = (f"{slots} prompt slots x {lanes} lanes ({sampling.num_samples} samples each), "
+  shape = (f"{rows} lanes over {slots} prompt slots ({sampling.num_samples} samples each), "
            f"{prompt_len} prompt + {sampling.max_new_tokens} new tokens")
   if compiled is None:  # XLA's figure is the whole program's, arguments included.
     parts["other temporaries"] = max(peak - sum(parts.values()), 0)
@@ -273,7 +273,6 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
     return {part: _costs(program) for part, program in compiled.items()}
 
   costs = _layer_costs(model, costs_of)
-  rows = slots * lanes
   # Prefill runs the head at each prompt's last position; a step attends to prompt and samples.
   refill = sampler.refill_for(slots)
   flops = {"prefill": model_flops(model, refill, prompt_len, prompt_len, refill),
