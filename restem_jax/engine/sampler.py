@@ -97,10 +97,12 @@ class Sampler:
     refill = slots // 4 if self._refill is None else self._refill
     return round_up(min(max(refill, 1), slots), self.data_parallel)
 
-  def shape_for(self, config: SamplingConfig, stopping: Stopping, layout: Sequence[Sequence[int]]
-                ) -> Shape:
-    """A call's shape: the layout's prompt bucket, and slots and lanes for its size (bucketed)."""
-    length = pick(max(map(len, layout)), self.prompt_buckets)
+  def shape_for(self, config: SamplingConfig, stopping: Stopping, layout: Sequence[Sequence[int]],
+                shared: int = 0) -> Shape:
+    """A call's shape: the layout's prompt length (a shared head of `shared` tokens, then
+    a bucket for the rest), and slots and lanes for its size (bucketed)."""
+    rest = pick(max(map(len, layout)) - shared, self.prompt_buckets)
+    length = shared + min(rest, self.max_prompt_len - shared)
     most = self.slots_for(config)
     slots = pick(min(len(layout), most), buckets(self.data_parallel, most))
     lanes = pick(min(len(layout) * config.num_samples, self.rows),
@@ -151,8 +153,8 @@ class Sampler:
     if not prompts:
       return
     layout = prompts if layout is None else layout
-    shape = self.shape_for(config, stopping, layout)
     shared = shared_head(layout) if self.share_head else 0
+    shape = self.shape_for(config, stopping, layout, shared)
     if any(len(p) > shape.length or list(p[:shared]) != list(layout[0][:shared])
            for p in prompts):
       raise ValueError("every prompt must fit the layout's prompt bucket and start with its "
