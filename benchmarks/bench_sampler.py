@@ -83,11 +83,14 @@ def _work(label: str) -> None:
       wall = time.perf_counter() - start
       # A sample's stop token was generated too; a capped one generated its cap.
       tokens = int(np.minimum(out.lengths + 1, FLAGS.max_new_tokens).sum())
+      # Each generated token took one lane one decode step: the share of lane steps used.
+      call = getattr(engine.sampler, "last_call", None)
       print(json.dumps(dict(impl=label, setting=name, wall_s=round(wall, 3), tokens=tokens,
                             tokens_per_s=round(tokens / wall, 1),
                             first_call_s=round(compile_s, 1), load=os.getloadavg()[0],
                             device=str(model.engine.mesh.devices.flat[0].device_kind),
-                            slots=slots, lanes=getattr(engine.sampler, "lanes", None))),
+                            slots=slots, lanes=getattr(engine.sampler, "lanes", None),
+                            lane_use=call and round(tokens / (call.steps * call.lanes), 3))),
             flush=True)
 
 

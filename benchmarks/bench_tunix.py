@@ -64,7 +64,7 @@ flags.DEFINE_integer("samples", 4, "samples per prompt.")
 flags.DEFINE_integer("max_new_tokens", 32, "token cap per sample.")
 flags.DEFINE_integer("repeats", 2, "timed calls per implementation (after one warm-up call).")
 flags.DEFINE_integer("tunix_batch", 64, "rows (prompt copies) per Tunix sampler call; 0 = all.")
-flags.DEFINE_integer("sample_batch", 16, "our engine's prompt slots.")
+flags.DEFINE_integer("sample_batch", 16, "our engine's sample_batch (4 x as many lanes).")
 flags.DEFINE_string("json", "", "write the results to this JSON file.")
 flags.DEFINE_bool("parity_only", False, "check logits parity and stop.")
 flags.DEFINE_string("workload", "", "read prompt ids and stops from this file (see workload.py).")
@@ -174,7 +174,8 @@ def main(argv):
   print(f"workload: {len(prompts)} prompts (lengths {min(map(len, prompts))}-"
         f"{max(map(len, prompts))}) x {n} samples, <= {g} new tokens, T={TEMPERATURE}, "
         f"top-k {TOP_K}, no top-p, stop ids {eos_tokens}")
-  print(f"ours: engine.sample, {FLAGS.sample_batch} prompt slots x {n} lanes; "
+  print(f"ours: engine.sample, {engine.sampler.rows} lanes over prompt slots for twice the "
+        f"{engine.sampler.rows // n} prompts they decode; "
         f"tunix: Sampler, each prompt repeated {n}x, {tunix_batch} rows per call "
         f"({-(-len(rows) // tunix_batch)} calls), max_prompt_length {MAX_PROMPT_LEN}, "
         f"cache_size {MAX_PROMPT_LEN + g}", flush=True)

@@ -126,6 +126,21 @@ class SamplerTest(absltest.TestCase):
       np.testing.assert_array_equal(run.lengths, runs[0].lengths)
       np.testing.assert_allclose(run.logprobs, runs[0].logprobs, atol=1e-5)
 
+  def test_a_lane_takes_the_next_prompts_sample_when_its_own_ends(self):
+    # 2 lanes, 2 samples per prompt: a short sample's lane goes on to a sample of the
+    # next prompt at once. Lanes tied to their prompt would take, prompt after prompt,
+    # as many steps as its slowest sample; here the call takes half the samples' steps
+    # (both lanes always busy) plus at most the last sample's.
+    config = SamplingConfig(num_samples=2, temperature=1.0, top_k=0, max_new_tokens=8)
+    sampler = make_sampler(max_batch=1, lanes=2)
+    out = sampler.sample(self.params, self.prompts, config, seed=5,
+                         stopping=Stopping.of([3, 7, 11]))
+    steps = np.minimum(out.lengths + 1, 8)  # A stop token takes its step; the cap is 8.
+    self.assertEqual(sampler.last_call.lanes, 2)
+    self.assertLess(sampler.last_call.steps, steps.max(axis=1).sum())
+    self.assertBetween(sampler.last_call.steps, -(-steps.sum() // 2),
+                       -(-steps.sum() // 2) + steps.max())
+
   def test_stream_yields_prompts_as_they_finish(self):
     sampler = make_sampler(max_batch=2, refill=1, lanes=1)  # 2 slots even when greedy.
     greedy = sampler.sample(self.params, self.prompts[:1], GREEDY)

@@ -35,11 +35,19 @@ from restem_jax.engine.model import KV, Decoder, causal_mask, positions_of, unst
 from restem_jax.engine.params import param_shardings
 from restem_jax.engine.sampling import SamplingConfig, Stopping
 
-__all__ = ["Sampler", "SamplingConfig", "Samples", "Stopping", "buckets", "pick"]
+__all__ = ["CallStats", "Sampler", "SamplingConfig", "Samples", "Stopping", "buckets", "pick"]
 
 # Prompt slots per lane's worth of samples: a finished lane finds the next prompt's
-# samples already prefilled. SmolLM2's E-step (64 lanes, 4 samples) ran best at 2x.
+# samples already prefilled. At 2x, SmolLM2's E-step (64 lanes, 4 samples, 32 slots
+# refilled 8 at a time) kept all 64 lanes busy until the call's last prompts.
 SLOTS_PER_PROMPT_OF_LANES = 2
+
+
+class CallStats(NamedTuple):
+  """The last call's decode steps, each over `lanes` lanes and `slots` prompt slots."""
+  steps: int
+  lanes: int
+  slots: int
 
 
 class Samples(NamedTuple):
@@ -86,6 +94,7 @@ class Sampler:
     self.param_shardings = param_shardings(self.model, mesh, rules)
     self._jitted: dict[tuple, Any] = {}
     self.compilations: collections.Counter[str] = collections.Counter()
+    self.last_call: CallStats | None = None
 
   def slots_for(self, config: SamplingConfig) -> int:
     """The most prompt slots of a call: twice the prompts whose samples fill the rows."""
@@ -193,6 +202,7 @@ class Sampler:
         for slot, i in zip(into, take):
           owners[slot] = i
       if all(o is None for o in owners):
+        self.last_call = CallStats(int(np.asarray(state["steps"])), shape.lanes, slots)
         return
       need = min(refill, len(pending)) if pending else slots
       state, free = self._function("decode", shape)(
