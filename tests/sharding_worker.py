@@ -18,7 +18,7 @@ from restem_jax.engine import partitioning
 from restem_jax.engine.config import ModelConfig
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.model import Decoder
-from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.engine.sampler import SamplingConfig, Stopping
 from restem_jax.engine.trainer import OptimizerConfig, weighted_nll
 from tests.utils import random_prompts, tiny_params
 
@@ -59,9 +59,14 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   state, metrics = trainer.step(trainer.init_state(params), batch)
   greedy = engine.sample(params, random_prompts(8, 128, seed=2),
                          SamplingConfig(temperature=0.0, max_new_tokens=8))
+  # Samples of mixed lengths: lanes move between prompts, within each data shard.
+  sampled = engine.sample(params, random_prompts(12, 128, seed=3),
+                          SamplingConfig(num_samples=3, temperature=1.0, top_k=0, max_new_tokens=8),
+                          seed=4, stopping=Stopping.of([3, 7, 11]))
   flat = {f"grad_{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))}
   np.savez(out, loss=trainer.loss(params, batch), step_loss=metrics["loss"],
-           tokens=greedy.tokens, sharded_params=sharded, shardings_agree=agree, **flat)
+           tokens=greedy.tokens, sampled=sampled.tokens, sampled_lengths=sampled.lengths,
+           sharded_params=sharded, shardings_agree=agree, **flat)
 
 
 if __name__ == "__main__":

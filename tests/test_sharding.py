@@ -1,5 +1,5 @@
-"""Meshes 1x8, 2x4, 8x1 (and FSDP, and other rules) give one device's loss, gradients and greedy
-tokens, through one Engine whose restored parameters have the shardings its jits expect."""
+"""Meshes 1x8, 2x4, 8x1 (and FSDP, and other rules) give one device's loss, gradients, greedy
+and sampled tokens, through one Engine whose restored parameters have the shardings its jits expect."""
 
 import os
 import subprocess
@@ -31,7 +31,7 @@ class ShardingTest(absltest.TestCase):
                      check=True, env=env, cwd=ROOT)
       cls.results[name] = dict(np.load(path))
 
-  def test_same_loss_gradients_and_greedy_tokens(self):
+  def test_same_loss_gradients_greedy_and_sampled_tokens(self):
     ref = self.results["single"]
     for name in MESHES:
       with self.subTest(mesh=name):
@@ -42,6 +42,8 @@ class ShardingTest(absltest.TestCase):
         for key in grads:
           np.testing.assert_allclose(got[key], ref[key], atol=1e-5, rtol=1e-4, err_msg=key)
         np.testing.assert_array_equal(got["tokens"], ref["tokens"])
+        np.testing.assert_array_equal(got["sampled"], ref["sampled"])
+        np.testing.assert_array_equal(got["sampled_lengths"], ref["sampled_lengths"])
 
   def test_restored_shardings_are_the_ones_sampler_and_trainer_expect(self):
     for name in MESHES:

@@ -1,7 +1,7 @@
 """The sampler's device state and the pure functions that advance it.
 
 A call holds S prompt slots and L decode lanes. A slot holds one prompt's
-keys, its last logits and its samples' outputs; a lane decodes one sample
+keys, its samples' first tokens and their outputs; a lane decodes one sample
 of any resident prompt. A lane whose sample ends (EOS, a stop sequence or
 its length cap) takes the next pending sample of the earliest resident
 prompt in the same step, so no lane waits for its prompt's slowest sample:

@@ -244,9 +244,13 @@ class Sampler:
       tokens[row, length - len(prompt):] = prompt
       valid[row, length - len(prompt):] = True
     valid[len(prompts):, -1] = True  # Filler rows: one token, written nowhere.
-    fill = lambda values, dtype, default=0: np.concatenate(
-        [np.asarray(values, dtype).reshape((len(prompts),) + np.shape(values)[1:]),
-         np.full((rows - len(prompts),) + np.shape(values)[1:], default, dtype)])
+
+    def fill(values, dtype, filler=0):  # The prompts' values, then the filler rows'.
+      values = np.asarray(values, dtype)
+      out = np.full((rows,) + values.shape[1:], filler, dtype)
+      out[:len(values)] = values
+      return out
+
     batch = partitioning.batch_sharding(self.mesh, self.rules)
     replicated = partitioning.replicated(self.mesh)
     return self._function("prefill", shape)(
