@@ -67,9 +67,11 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
 
   All unfinished shards' prompts go to the sampler as one stream, so it never
   waits at a shard boundary; a shard is scored in a background thread as soon
-  as its last prompt is sampled, while the next shards sample. Shards are
-  written (and counted finished) only once scored, in the order they finish
-  sampling; the sampler never waits for a score until the last shard.
+  as it and every shard before it are sampled, while the next shards sample.
+  Shards are written (and counted finished) only once scored, in order, so a
+  reward that fails names its shard with every shard before it saved (the
+  sampler may finish a later shard first: its lanes serve any waiting
+  prompt). The sampler never waits for a score until the last shard.
   """
   files.makedirs(out_dir)
   shards = [_Shard(os.path.join(out_dir, f"shard_{k:05d}.jsonl"),
@@ -107,10 +109,11 @@ def run_e_step(engine: Engine, task: TaskSpec, params: Any, problems: Sequence[P
     stream = engine.stream(params, [problems[i].prompt for i in indices], sampling, seed,
                            prompt_ids=indices, stop_strings=task.stop_strings,
                            layout=[p.prompt for p in problems])
+    waiting = collections.deque(todo)  # Shards not yet submitted for scoring, in order.
     for j, completions in stream:
-      shard = owner[indices[j]]
-      shard.completions[indices[j]] = completions
-      if len(shard.completions) == len(shard.problems):
+      owner[indices[j]].completions[indices[j]] = completions
+      while waiting and len(waiting[0].completions) == len(waiting[0].problems):
+        shard = waiting.popleft()
         scoring.append((shard, pool.submit(_score, task, shard)))
       write_scored(wait=False)
     write_scored(wait=True)
