@@ -253,8 +253,7 @@ def step(model: Decoder, shape: Shape, params, layers, s: dict) -> dict:
   length = jnp.where(stop_len > 0, s["t"] + 1 - stop_len, g)
   lengths = _grouped(shape.groups, lambda o, slot, i, x: o.at[slot, i].set(x, mode="drop"),
                      s["lengths"], s["slot"], jnp.where(finished, s["sample"], n), length)
-  seat = jnp.where(s["active"], s["sample"], n)
-  prefix = tuple(SlotPrefix(kv, s["prefix_mask"], s["slot"], seat, n, shape.groups)
+  prefix = tuple(SlotPrefix(kv, s["prefix_mask"], s["slot"], at, n, shape.groups)
                  for kv in s["prefix"])
   positions = _per_lane(shape, s["prompt_len"], s["slot"]) + s["t"]
   step_logits, cache = decode_step(

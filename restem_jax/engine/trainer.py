@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from restem_jax.engine import multihost, partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig, at_least
+from restem_jax.engine.layout import round_up
 from restem_jax.engine.model import Decoder, causal_mask, positions_of
 from restem_jax.engine.params import abstract_params, param_shardings, place
 
@@ -115,7 +116,7 @@ WIDTH_GRANULE = 16  # Trimmed batches are a multiple of this wide: few compiled 
 
 def _granular(n: int, limit: int) -> int:
   """n rounded up to a multiple of WIDTH_GRANULE (at least one), at most `limit`."""
-  return min(limit, -(-max(n, 1) // WIDTH_GRANULE) * WIDTH_GRANULE)
+  return min(limit, round_up(max(n, 1), WIDTH_GRANULE))
 
 
 def trim_padding(batch: Batch) -> Batch:
