@@ -54,7 +54,7 @@ class TrainerTest(parameterized.TestCase):
     batch = make_batch(rows=4, length=64)
     batch["valid"][:, 20:] = False  # Rows of 20 tokens padded to 64; one of 17.
     batch["valid"][1, 17:] = False
-    self.assertEqual(trim_padding(batch)["tokens"].shape, (4, 32))
+    self.assertEqual(trim_padding(batch)["tokens"].shape, (4, 24))
     self.assertEqual(trim_padding(make_batch(rows=2, length=40))["tokens"].shape, (2, 40))
     left = make_batch(rows=2, length=64)
     left["valid"][:, :50] = False  # Left padding: every column up to the end is used.
@@ -75,7 +75,7 @@ class TrainerTest(parameterized.TestCase):
     batch["valid"][2, 9:] = False
     batch["reward"][1] = 0.5
     compact = with_target_positions(batch)
-    self.assertEqual(compact["at"].shape, (3, 11))  # 16, capped at the 11 positions.
+    self.assertEqual(compact["at"].shape, (3, 8))  # 4 targets in row 0 (7 in row 1), rounded up to 8.
     np.testing.assert_array_equal(compact["at"][0, :4], [7, 8, 9, 10])
     self.assertEqual(compact["at_weight"][0].sum(), 4)
     model, params = Decoder(TINY), tiny_params()
