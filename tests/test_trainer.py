@@ -76,6 +76,9 @@ class TrainerTest(parameterized.TestCase):
     batch["reward"][1] = 0.5
     compact = with_target_positions(batch)
     self.assertEqual(compact["at"].shape, (3, 8))  # 4 targets in row 0 (7 in row 1), rounded up to 8.
+    # 11 targets a row: 16 wide by the granule, capped at the 11 positions there are.
+    self.assertEqual(with_target_positions(make_batch(rows=2, length=12, prompt=1))["at"].shape,
+                     (2, 11))
     np.testing.assert_array_equal(compact["at"][0, :4], [7, 8, 9, 10])
     self.assertEqual(compact["at_weight"][0].sum(), 4)
     model, params = Decoder(TINY), tiny_params()
