@@ -6,7 +6,9 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from scipy import stats
 
-from restem_jax.engine.sampling import SamplingConfig, choose, nucleus
+from restem_jax.engine.sampling import SamplingConfig, choose, inverse_cdf, nucleus
+
+QWEN_VOCAB = 151_936  # Not a multiple of the draw's 256-token blocks: the last one is padded.
 
 
 def sorted_nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
@@ -19,8 +21,9 @@ def sorted_nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
   return kept
 
 
-def frequencies(logits: np.ndarray, config: SamplingConfig, draws: int) -> np.ndarray:
-  keys = jax.random.split(jax.random.PRNGKey(0), draws)
+def frequencies(logits: np.ndarray, config: SamplingConfig, draws: int,
+                seed: int = 0) -> np.ndarray:
+  keys = jax.random.split(jax.random.PRNGKey(seed), draws)
   tokens = jax.jit(jax.vmap(lambda k: choose(jnp.asarray(logits), k, config)))(keys)
   return np.bincount(np.asarray(tokens), minlength=logits.shape[-1])
 
@@ -73,6 +76,63 @@ class NucleusTest(parameterized.TestCase):
     values, indices = jax.lax.top_k(jnp.asarray(logits) / 0.7, 40)
     expected = int(indices[jax.random.categorical(key, values)])
     self.assertEqual(int(choose(jnp.asarray(logits), key, config)), expected)
+
+
+class InverseCdfTest(absltest.TestCase):
+  """Every draw is a token of positive weight: in the nucleus and in the vocabulary."""
+
+  def masked_nucleus(self, seed: int, top_p: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=QWEN_VOCAB).astype(np.float32) * 3
+    logits[rng.random(QWEN_VOCAB) < 0.3] = -np.inf  # E.g. tokens a grammar forbids.
+    probs = jax.nn.softmax(jnp.asarray(logits))
+    return np.array(jnp.where(nucleus(probs, top_p), probs, 0.0))
+
+  def assert_positive_draws(self, weights: np.ndarray, us: np.ndarray) -> None:
+    drawn = np.asarray(jax.jit(jax.vmap(lambda u: inverse_cdf(jnp.asarray(weights), u)))(
+        jnp.asarray(us)))
+    self.assertTrue(np.all(drawn < len(weights)), drawn.max())
+    self.assertTrue(np.all(weights[drawn] > 0),
+                    f"{np.sum(weights[drawn] == 0)} of {len(us)} draws have weight 0")
+
+  def test_uniforms_on_block_boundaries(self):
+    # u at each 256-token block's end (as a fraction of the total) and its float
+    # neighbours: where a block's prefix sum and the blocks' running sum disagree.
+    weights = self.masked_nucleus(seed=0, top_p=0.9)
+    ends = np.asarray(jnp.cumsum(jnp.asarray(
+        np.pad(weights, (0, -len(weights) % 256)).reshape(-1, 256).sum(-1))))
+    us = [np.float32(end) / np.float32(ends[-1]) for end in ends]
+    for _ in range(3):
+      us += [np.nextafter(u, np.float32(0)) for u in us[-len(ends):]]
+    us = np.clip(np.asarray(us, np.float32), 0, np.nextafter(np.float32(1), np.float32(0)))
+    self.assert_positive_draws(weights, us)
+
+  def test_a_zero_last_block_and_uniforms_near_one(self):
+    weights = self.masked_nucleus(seed=1, top_p=0.95)
+    weights[-300:] = 0  # The padded last block and the one before it hold no mass.
+    us = np.nextafter(np.float32(1), np.float32(0)) - np.arange(4096, dtype=np.float32) * 2**-24
+    self.assert_positive_draws(weights, us.astype(np.float32))
+
+  def test_mass_only_in_the_padded_last_block(self):
+    # A block's prefix sum may end below the block's sum: u near 1 then ran past
+    # the last real token into the padding, an id >= V.
+    top = np.nextafter(np.float32(1), np.float32(0))
+    us = (top - np.arange(4096, dtype=np.float32) * 2**-24).astype(np.float32)
+    for seed in range(8):
+      rng = np.random.default_rng(seed)
+      logits = np.full(QWEN_VOCAB, -np.inf, np.float32)
+      logits[-128:-5] = rng.normal(size=123) * 2
+      logits[-128:-5][rng.random(123) < 0.2] = -np.inf
+      self.assert_positive_draws(np.asarray(jax.nn.softmax(jnp.asarray(logits))), us)
+
+  def test_many_draws_stay_in_the_nucleus(self):
+    logits = np.random.default_rng(2).normal(size=QWEN_VOCAB).astype(np.float32) * 3
+    logits[np.random.default_rng(3).random(QWEN_VOCAB) < 0.3] = -np.inf
+    config = SamplingConfig(temperature=1.0, top_k=0, top_p=0.9)
+    kept = np.asarray(nucleus(jax.nn.softmax(jnp.asarray(logits)), 0.9))
+    seen = sum(frequencies(logits, config, 250_000, seed) for seed in range(4))
+    self.assertEqual(seen[~kept].sum(), 0)
+    self.assertGreater((seen > 0).sum(), 1000)
 
 
 if __name__ == "__main__":

@@ -82,20 +82,36 @@ def nucleus(probs: jax.Array, top_p: float) -> jax.Array:
   return bits >= lo[..., None]
 
 
-def _inverse_cdf(weights: jax.Array, key: jax.Array) -> jax.Array:
-  """An index of [V] non-negative weights, drawn with probability proportional to them.
+def _positive_at_or_before(weights: jax.Array, index: jax.Array) -> jax.Array:
+  """The last position <= `index` whose weight is positive, else the first positive one.
 
-  Two levels (blocks, then within the block) keep the prefix sums short.
+  Float prefix sums round, and differently from the sums they are compared
+  with: a uniform that lands on a boundary or past the last sum would pick a
+  zero weight (a token masked out of the nucleus, or padding past the
+  vocabulary). Snapping to a positive weight leaves every other draw alone.
+  """
+  positions = jnp.arange(weights.shape[-1])
+  positive = weights > 0
+  at_or_before = jnp.max(jnp.where(positive & (positions <= index), positions, -1))
+  return jnp.where(at_or_before >= 0, at_or_before, jnp.argmax(positive))
+
+
+def inverse_cdf(weights: jax.Array, u: jax.Array) -> jax.Array:
+  """The index of [V] non-negative weights (not all 0) that a uniform u in [0, 1) selects.
+
+  Two levels (blocks, then within the block) keep the prefix sums short; the
+  result always has a positive weight, so it lies in [0, V).
   """
   v = weights.shape[-1]
   padded = jnp.pad(weights, (0, -v % _DRAW_BLOCK)).reshape(-1, _DRAW_BLOCK)
   block_mass = padded.sum(axis=-1)
-  before = jnp.cumsum(block_mass)
-  u = jax.random.uniform(key, dtype=weights.dtype) * before[-1]
-  block = jnp.minimum(jnp.sum(before <= u), padded.shape[0] - 1)
+  ends = jnp.cumsum(block_mass)
+  target = u * ends[-1]
+  block = _positive_at_or_before(block_mass, jnp.sum(ends <= target))
+  start = jnp.where(block > 0, ends[block - 1], 0.0)
   inner = jnp.cumsum(padded[block])
-  rest = u - (before[block] - block_mass[block])
-  return block * _DRAW_BLOCK + jnp.minimum(jnp.sum(inner <= rest), _DRAW_BLOCK - 1)
+  return block * _DRAW_BLOCK + _positive_at_or_before(padded[block],
+                                                      jnp.sum(inner <= target - start))
 
 
 def choose(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> jax.Array:
@@ -113,7 +129,7 @@ def choose(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> jax.Arr
   probs = jax.nn.softmax(logits)
   if config.top_p < 1.0:
     probs = jnp.where(nucleus(probs, config.top_p), probs, 0.0)
-  return _inverse_cdf(probs, key).astype(jnp.int32)
+  return inverse_cdf(probs, jax.random.uniform(key, dtype=probs.dtype)).astype(jnp.int32)
 
 
 def draw(logits: jax.Array, row_keys: jax.Array, t: jax.Array, config: SamplingConfig
