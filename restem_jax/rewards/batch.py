@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -73,12 +74,14 @@ class _Batch:
       if self.left:
         return
       self.bar.close()
-    if self.future.cancelled():  # Its client went away; nothing to deliver.
-      return
-    if self.error is not None:
-      self.future.set_exception(self.error)
-    else:
-      self.future.set_result(self.items)
+    # The client may cancel at any moment, also between a check and the
+    # delivery (the server cancels when its client leaves); a cancelled future
+    # refuses a result, which must not end this worker's feeding thread.
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+      if self.error is not None:
+        self.future.set_exception(self.error)
+      else:
+        self.future.set_result(self.items)
 
 
 class _Worker:
