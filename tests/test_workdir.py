@@ -84,41 +84,70 @@ class FingerprintTest(absltest.TestCase):
 
 class LockTest(absltest.TestCase):
 
-  def write_lock(self, d, host, pid):
+  def write_lock(self, d, owner):
     with open(os.path.join(d, workdir.LOCK), "w") as f:
-      json.dump({"host": host, "pid": pid, "since": "then"}, f)
+      json.dump(dict(owner, since="then"), f)
+
+  def lock_pid(self, d):
+    with open(os.path.join(d, workdir.LOCK)) as f:
+      return json.load(f)["pid"]
+
+  def sleeper(self):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    self.addCleanup(proc.kill)
+    return proc
 
   def test_held_while_running_and_released(self):
     d = tempfile.mkdtemp()
     with workdir.lock(d):
       owner = json.load(open(os.path.join(d, workdir.LOCK)))
       self.assertEqual((owner["host"], owner["pid"]), (socket.gethostname(), os.getpid()))
+      self.assertIsNotNone(owner["start"])
+      self.assertIsNotNone(owner["boot"])
     self.assertFalse(os.path.exists(os.path.join(d, workdir.LOCK)))
 
   def test_a_live_process_keeps_it(self):
     d = tempfile.mkdtemp()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    self.addCleanup(other.kill)
-    self.write_lock(d, socket.gethostname(), other.pid)
+    other = self.sleeper()
+    self.write_lock(d, workdir._identity(other.pid))  # pylint: disable=protected-access
     with self.assertRaisesRegex(workdir.WorkdirError, f"in use by pid {other.pid} on "):
       with workdir.lock(d):
         pass
-    self.assertEqual(json.load(open(os.path.join(d, workdir.LOCK)))["pid"], other.pid)
+    self.assertEqual(self.lock_pid(d), other.pid)
+
+  def test_a_reused_pid_is_not_its_owner(self):
+    # After a container restart the new run may hold its predecessor's pid.
+    d = tempfile.mkdtemp()
+    before_restart = workdir._identity(os.getpid())  # pylint: disable=protected-access
+    before_restart["start"] = str(int(before_restart["start"]) - 1000)
+    self.write_lock(d, before_restart)
+    with workdir.lock(d):
+      with open(os.path.join(d, workdir.LOCK)) as f:
+        self.assertEqual(json.load(f)["start"], workdir._identity(os.getpid())["start"])  # pylint: disable=protected-access
 
   def test_another_hosts_lock_is_never_taken(self):
     d = tempfile.mkdtemp()
-    self.write_lock(d, "some-other-host", 1)
-    with self.assertRaisesRegex(workdir.WorkdirError, "delete .*lock.json"):
-      with workdir.lock(d):
-        pass
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    elsewhere = [{"host": "some-other-host", "boot": "b", "pid": gone.pid, "start": "1"},
+                 # Same host name, another boot: another machine, or this one before a
+                 # reboot; its pid says nothing here.
+                 dict(workdir._identity(gone.pid), boot="another-boot")]  # pylint: disable=protected-access
+    for owner in elsewhere:
+      self.write_lock(d, owner)
+      with self.assertRaisesRegex(workdir.WorkdirError, "delete .*lock.json"):
+        with workdir.lock(d):
+          pass
+      self.assertEqual(self.lock_pid(d), gone.pid)
 
   def test_a_dead_process_lock_is_taken_over(self):
     d = tempfile.mkdtemp()
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone = self.sleeper()
+    self.write_lock(d, workdir._identity(gone.pid))  # pylint: disable=protected-access
+    gone.kill()
     gone.wait()
-    self.write_lock(d, socket.gethostname(), gone.pid)
     with workdir.lock(d):
-      self.assertEqual(json.load(open(os.path.join(d, workdir.LOCK)))["pid"], os.getpid())
+      self.assertEqual(self.lock_pid(d), os.getpid())
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ compares and refuses on a difference, naming the bindings, unless the user
 allows it (`--allow_config_change`), which is logged and recorded.
 
 Two launches writing one workdir would corrupt it, so process 0 holds
-`lock.json` (host, pid) while the run lives. A lock left by a dead process on
-this host is stale and taken over; another host's lock is never taken
-silently, since its process cannot be checked from here.
+`lock.json` while the run lives. The lock names its process by host, boot and
+pid plus the process's start time: a pid alone is reused (after a container
+restart a new run may get its predecessor's pid), and host names repeat
+across machines. A lock of a process that is gone from this very boot of this
+host is stale and taken over; any other lock (another host, or this host
+before a reboot) is never taken silently, since its process cannot be checked
+from here.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def lock(workdir: str) -> Iterator[None]:
 
 def _acquire(path: str) -> str:
   """'' once this process holds the lock at `path`, else why not."""
-  me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
+  me = dict(_identity(os.getpid()), since=_now())
   for _ in range(2):  # A second try after removing a stale lock.
     if _create(path, json.dumps(me)):
       return ""
@@ -102,17 +106,49 @@ def _acquire(path: str) -> str:
       owner = files.read_json(path)
     except (OSError, ValueError):
       owner = None  # Being written, or damaged: treat as held.
-    if owner and owner.get("host") == me["host"] and not _alive(owner.get("pid")):
-      logging.warning("%s: taking over the stale lock of pid %s (no longer running)",
-                      path, owner.get("pid"))
+    if owner and _stale(owner, me):
+      logging.warning("%s: taking over the stale lock of pid %s (started at tick %s of this "
+                      "boot; no longer running)", path, owner.get("pid"), owner.get("start"))
       files.remove_file(path)
       continue
     who = (f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}"
            if owner else "another process")
     return (f"{os.path.dirname(path)} is in use by {who}. Two runs in one workdir would mix "
             f"their files: wait for that run to end, or, if it is gone (e.g. its VM was "
-            f"preempted), delete {path} and rerun.")
+            f"preempted or rebooted), delete {path} and rerun.")
   return f"could not take the lock {path}"
+
+
+def _identity(pid: int) -> dict:
+  """What names a process for as long as it lives: its host, the host's boot, pid and start."""
+  return {"host": socket.gethostname(), "boot": _read_text("/proc/sys/kernel/random/boot_id"),
+          "pid": pid, "start": _start_time(pid)}
+
+
+def _stale(owner: Mapping, me: Mapping) -> bool:
+  """Whether `owner`'s process is known to be gone: only this boot of this host can tell."""
+  if (owner.get("host"), owner.get("boot")) != (me["host"], me["boot"]):
+    return False
+  if not _alive(owner.get("pid")):
+    return True
+  # A live pid with another start time is a new process that reused the pid.
+  return me["start"] is not None and _start_time(owner.get("pid")) != owner.get("start")
+
+
+def _start_time(pid) -> str | None:
+  """The process's start, in clock ticks since boot (/proc/PID/stat field 22); None where
+  there is no /proc or no such process."""
+  stat = _read_text(f"/proc/{pid}/stat") if isinstance(pid, int) else None
+  # The command name (field 2) may hold spaces and parentheses: count from its end.
+  return stat[stat.rindex(")") + 2:].split()[19] if stat else None
+
+
+def _read_text(path: str) -> str | None:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read().strip()
+  except OSError:
+    return None
 
 
 def _create(path: str, text: str) -> bool:
@@ -126,7 +162,8 @@ def _create(path: str, text: str) -> bool:
 
 def _release(path: str) -> None:
   try:
-    if files.read_json(path).get("pid") == os.getpid():
+    owner = files.read_json(path)
+    if {k: owner.get(k) for k in ("host", "boot", "pid", "start")} == _identity(os.getpid()):
       files.remove_file(path)
   except (OSError, ValueError):
     pass
