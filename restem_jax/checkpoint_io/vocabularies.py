@@ -26,7 +26,7 @@ import tensorflow as tf
 import tokenizers
 from etils import epath
 
-from restem_jax.checkpoint_io import files
+from restem_jax.checkpoint_io import chat_template, files
 from restem_jax.checkpoint_io.gguf_tokenizer import TOKENIZER_FILES, write_gguf_tokenizer
 
 __all__ = ["HuggingFaceVocabulary", "SentencePieceVocabulary", "TOKENIZER_FILES",
@@ -43,26 +43,30 @@ class _ModelConventions:
   bos_token: str | None = None
   eos_token: str | None = None
 
-  def apply_chat_template(self, messages: Sequence[Mapping[str, str]],
-                          add_generation_prompt: bool = True) -> str:
-    """Renders chat messages with the model's Jinja template (as transformers does).
+  # The tokenizer config's named special tokens (bos_token, pad_token, ...) as strings:
+  # what transformers shows templates. None: no config, the bos/eos above instead.
+  special_tokens: Mapping[str, str] | None = None
 
-    The result already contains any BOS the template writes; the engine's
-    `encode_prompt` keeps that one and adds no second.
+  def apply_chat_template(self, messages: Sequence[Mapping[str, Any]],
+                          add_generation_prompt: bool = True,
+                          tools: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> str:
+    """Renders chat messages with the model's Jinja template exactly as transformers does.
+
+    Like transformers, the template also sees the special tokens (`bos_token`,
+    ...) and `kwargs` (e.g. `documents`, `continue_final_message`,
+    `date_string`); see `chat_template.render`. The result already contains
+    any BOS the template writes; the engine's `encode_prompt` keeps that one
+    and adds no second.
     """
     if not self.chat_template:
       raise ValueError("this model's tokenizer has no chat template; format prompts yourself.")
-    import jinja2.sandbox  # pylint: disable=import-outside-toplevel
-
-    def raise_exception(message):
-      raise jinja2.exceptions.TemplateError(message)
-
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
-    return env.from_string(self.chat_template).render(
-        messages=list(messages), add_generation_prompt=add_generation_prompt,
-        bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+    named = self.special_tokens
+    if named is None:
+      named = {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token))
+               if v is not None}
+    variables = {**named, **kwargs}
+    return chat_template.render(self.chat_template, messages, tools=tools,
+                                add_generation_prompt=add_generation_prompt, **variables)
 
 
 def _tf_encode(vocab, s: tf.Tensor) -> tf.Tensor:
@@ -89,13 +93,14 @@ class HuggingFaceVocabulary(_ModelConventions, seqio.Vocabulary):
 
   def __init__(self, tokenizer: tokenizers.Tokenizer | str, *, eos_ids: Sequence[int] = (),
                bos_id: int | None = None, unk_id: int | None = None, add_bos: bool = False,
-               chat_template: str | None = None, vocab_size: int | None = None):
+               chat_template: str | None = None, vocab_size: int | None = None,
+               special_tokens: Mapping[str, str] | None = None):
     if isinstance(tokenizer, str):
       tokenizer = tokenizers.Tokenizer.from_file(tokenizer)
     self.tokenizer = tokenizer
     self.eos_ids = tuple(int(i) for i in eos_ids)
     self.bos_id, self._unk_id, self.add_bos = bos_id, unk_id, add_bos
-    self.chat_template = chat_template
+    self.chat_template, self.special_tokens = chat_template, special_tokens
     self.bos_token = tokenizer.id_to_token(bos_id) if bos_id is not None else None
     self.eos_token = tokenizer.id_to_token(self.eos_ids[0]) if self.eos_ids else None
     self._size = max(tokenizer.get_vocab_size(with_added_tokens=True), vocab_size or 0)
@@ -137,9 +142,10 @@ class SentencePieceVocabulary(_ModelConventions, seqio.SentencePieceVocabulary):
   """seqio's SentencePiece vocabulary plus the model's BOS/EOS/chat conventions."""
 
   def __init__(self, model_file: str, *, add_bos: bool = True,
-               chat_template: str | None = None, eos_ids: Sequence[int] = ()):
+               chat_template: str | None = None, eos_ids: Sequence[int] = (),
+               special_tokens: Mapping[str, str] | None = None):
     super().__init__(model_file)
-    self.add_bos, self.chat_template = add_bos, chat_template
+    self.add_bos, self.chat_template, self.special_tokens = add_bos, chat_template, special_tokens
     sp = self.tokenizer
     self.bos_id = sp.bos_id() if sp.bos_id() >= 0 else None
     self.eos_ids = tuple(eos_ids) or ((sp.eos_id(),) if sp.eos_id() >= 0 else ())
@@ -148,6 +154,11 @@ class SentencePieceVocabulary(_ModelConventions, seqio.SentencePieceVocabulary):
 
 
 # ----------------------------------------------------------------------------- directories
+
+
+# transformers' named special tokens, the ones its chat templates see.
+_SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                        "cls_token", "mask_token")
 
 
 def _token_str(value: Any) -> str | None:
@@ -178,6 +189,8 @@ def vocabulary_from_directory(directory: str, vocab_size: int | None = None):
   if template is None and os.path.exists(template_file):
     with open(template_file, encoding="utf-8") as f:
       template = f.read()
+  special = {name: _token_str(tok_config.get(name)) for name in _SPECIAL_TOKEN_NAMES}
+  special = {name: token for name, token in special.items() if token is not None} or None
   if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
     template = next((t["template"] for t in template if t.get("name") == "default"),
                     template[0]["template"])
@@ -201,12 +214,14 @@ def vocabulary_from_directory(directory: str, vocab_size: int | None = None):
       with_special = tokenizer.encode("a", add_special_tokens=True).ids
       add_bos = bos is not None and bool(with_special) and with_special[0] == bos
     return HuggingFaceVocabulary(tokenizer, eos_ids=eos, bos_id=bos, unk_id=token_id("unk_token"),
-                                 add_bos=add_bos, chat_template=template, vocab_size=vocab_size)
+                                 add_bos=add_bos, chat_template=template, vocab_size=vocab_size,
+                                 special_tokens=special)
   sp_path = os.path.join(directory, "tokenizer.model")
   if os.path.exists(sp_path):
     return SentencePieceVocabulary(sp_path, add_bos=tok_config.get("add_bos_token", True),
                                    chat_template=template,
-                                   eos_ids=_as_list(generation.get("eos_token_id")))
+                                   eos_ids=_as_list(generation.get("eos_token_id")),
+                                   special_tokens=special)
   raise FileNotFoundError(f"{directory} has neither tokenizer.json nor tokenizer.model.")
 
 
