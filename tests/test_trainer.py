@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl.testing import absltest, parameterized
 
 from restem_jax.engine import partitioning
@@ -33,6 +34,11 @@ def rows(batch, index):
 def leaves_close(a, b, atol):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol)
+
+
+def first_moments(state) -> list:
+  adam = lambda s: isinstance(s, optax.ScaleByAdamState)
+  return [s.mu for s in jax.tree.leaves(state.opt_state, is_leaf=adam) if adam(s)]
 
 
 class TrainerTest(parameterized.TestCase):
@@ -120,7 +126,9 @@ class TrainerTest(parameterized.TestCase):
     accum = Trainer(TINY, config, MESH, grad_accum_steps=2)
     two, m2 = accum.step(accum.init_state(tiny_params()), batch)
     self.assertAlmostEqual(m1["loss"], m2["loss"], places=5)
-    leaves_close(one.params, two.params, atol=1e-4)  # Adam amplifies float noise in tiny grads.
+    # Adam's first step is about lr * sign(gradient), which turns float noise in a near-zero
+    # gradient into a full step: compare the gradients Adam saw (its first moments).
+    leaves_close(first_moments(one), first_moments(two), atol=1e-7)
     with self.assertRaisesRegex(ConfigError, "not divisible by grad_accum_steps=2"):
       accum.step(accum.init_state(tiny_params()), rows(batch, slice(0, 3)))
 
