@@ -88,7 +88,8 @@ def make_engine(model: ModelConfig, vocabulary, mesh_config: MeshConfig,
                 restem: RestemConfig) -> Engine:
   """The run's one engine: the mesh and rules of `mesh_config`, the sampler limits of `restem`."""
   return Engine(model, vocabulary, make_mesh(mesh_config), mesh_config.rules,
-                max_prompt_len=restem.max_prompt_len, sample_batch=restem.sample_batch)
+                max_prompt_len=restem.max_prompt_len, sample_batch=restem.sample_batch,
+                sample_tensor=mesh_config.sample_tensor)
 
 
 @gin.configurable(module="restem_jax", denylist=["allow_config_change"])

@@ -35,10 +35,11 @@ ESTIMATES = flags.DEFINE_bool(
 
 
 def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any]]:
-  """(slice, mesh, model config, planned programs) from the parsed gin configuration."""
+  """(slice, {"training": mesh, "sampling": mesh}, model config, planned programs) from the
+  parsed gin configuration."""
   # pylint: disable=import-outside-toplevel
   from restem_jax import configurables
-  from restem_jax.engine import planning
+  from restem_jax.engine import planning, sampling_layout
   from restem_jax.engine.config import ModelConfig
   from restem_jax.engine.partitioning import MeshConfig, make_mesh
   from restem_jax.engine.sampler import SamplingConfig
@@ -52,6 +53,8 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
   m_step, evaluation = build(FinetuneConfig), build(EvalConfig)
   tpu = planning.tpu_slice(topology)
   mesh, rules = make_mesh(mesh_config, tpu.devices), mesh_config.rules
+  sample_mesh = sampling_layout.sampling_mesh(mesh, mesh_config.sample_tensor or (
+      sampling_layout.choose_tensor(model, model.num_params, mesh.size, tpu.hbm_bytes)))
   e_step = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
                           top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
   pass_k = SamplingConfig(num_samples=evaluation.pass_k_samples,
@@ -59,28 +62,28 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
                           top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
   # Greedy calls (test pass@1, validation): one sample per prompt, so the most prompt slots.
   greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
-  shard_kv = "shard the KV cache over more chips (MeshConfig.data / fsdp)"
+  shard_kv = "split the weights and KV cache over more chips (MeshConfig.sample_tensor)"
   programs = [
       planning.plan_train_step(model, build(OptimizerConfig), mesh, rules, m_step.batch_size,
                                m_step.seq_len, tpu, estimates),
       planning.plan_sampler(
-          "E-step sampler", model, mesh, rules, e_step, restem.sample_batch,
+          "E-step sampler", model, sample_mesh, rules, e_step, restem.sample_batch,
           restem.max_prompt_len, tpu,
           f"lower RestemConfig.sample_batch (4 x sample_batch lanes decode at once, over "
           f"prompt slots for twice the prompts whose num_samples={restem.num_samples} fill them), "
           f"RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}", estimates),
       planning.plan_sampler(
-          "evaluation sampler (pass@k)", model, mesh, rules, pass_k, restem.sample_batch,
+          "evaluation sampler (pass@k)", model, sample_mesh, rules, pass_k, restem.sample_batch,
           restem.max_prompt_len, tpu,
           f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
           f"EvalConfig.max_new_tokens, or {shard_kv}", estimates),
       planning.plan_sampler(
-          "evaluation sampler (greedy)", model, mesh, rules, greedy, restem.sample_batch,
+          "evaluation sampler (greedy)", model, sample_mesh, rules, greedy, restem.sample_batch,
           restem.max_prompt_len, tpu,
           f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts) "
           f"or RestemConfig.max_prompt_len, or {shard_kv}", estimates),
   ]
-  return tpu, mesh, model, programs
+  return tpu, {"training": mesh, "sampling": sample_mesh}, model, programs
 
 
 def _gib(n: float) -> str:
@@ -94,15 +97,16 @@ def _si(n: float, unit: str) -> str:
   return f"{n:.3g} {unit}"
 
 
-def report(tpu, mesh, model, programs) -> str:
+def report(tpu, meshes, model, programs) -> str:
   """The plan as text: per-device memory against HBM, costs, estimates, verdicts."""
   lines = [
       f"{tpu.name}: {len(tpu.devices)} devices ({tpu.chip.name}, {tpu.devices_per_chip} per chip); "
       f"per device {_gib(tpu.hbm_bytes)} HBM, {_si(tpu.peak_flops, 'FLOP/s')} bf16 peak, "
       f"{_si(tpu.hbm_bandwidth, 'B/s')} HBM bandwidth",
-      "mesh: " + " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
-      + f"; model: {_si(model.num_params, '')}parameters ({model.param_dtype} weights, "
-      f"{model.dtype} compute, remat={model.remat})", ""]
+      *(f"{use} mesh: " + " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
+        for use, mesh in meshes.items()),
+      f"model: {_si(model.num_params, '')}parameters ({model.param_dtype} weights, "
+      f"{model.dtype} compute, remat={model.remat}); samplers read {model.dtype} copies", ""]
   for p in programs:
     verdict = "fits" if p.fits(tpu) else "DOES NOT FIT"
     lines.append(f"{p.name}: {p.shape}")
@@ -145,10 +149,10 @@ def main(argv: Sequence[str]) -> None:
   cli.parse_gin(cli.GIN_FILES.value, cli.BINDINGS.value, cli.SEARCH_PATHS.value)
   from restem_jax.engine.config import ConfigError  # pylint: disable=import-outside-toplevel
   try:
-    tpu, mesh, model, programs = plan(TOPOLOGY.value, ESTIMATES.value)
+    tpu, meshes, model, programs = plan(TOPOLOGY.value, ESTIMATES.value)
   except ConfigError as e:
     raise app.UsageError(str(e)) from e
-  print(report(tpu, mesh, model, programs), flush=True)
+  print(report(tpu, meshes, model, programs), flush=True)
   if not all(p.fits(tpu) for p in programs):
     sys.exit(1)
 

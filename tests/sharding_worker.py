@@ -1,9 +1,10 @@
-"""Runs loss, gradients and greedy decoding on one mesh and saves them (for test_sharding).
+"""Runs loss, gradients and decoding on one mesh and saves them (for test_sharding).
 
 Everything goes through one `Engine`, with the default sharding rules or
 with other ones (`custom`), and the parameters make a round trip through an
 Orbax checkpoint: the restored shardings must be the ones the sampler's and
-the trainer's jits expect.
+the trainer's jits expect. Sampling runs in the engine's sampling layout and,
+for comparison, in the training layout itself.
 
 Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8:
 JAX reads the flag once, before it initialises.
@@ -18,7 +19,7 @@ from restem_jax.engine import partitioning
 from restem_jax.engine.config import ModelConfig
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.model import Decoder
-from restem_jax.engine.sampler import SamplingConfig, Stopping
+from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
 from restem_jax.engine.trainer import OptimizerConfig, weighted_nll
 from tests.utils import random_prompts, tiny_params
 
@@ -38,10 +39,12 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   trainer = engine.trainer(OptimizerConfig(name="adamw"))
   engine.save(out + ".ckpt", engine.place(tiny_params(CONFIG)))
   params = engine.restore(out + ".ckpt")
-  agree = all(p.sharding == e == t == s for p, e, t, s in zip(
+  agree = all(p.sharding == e == t for p, e, t in zip(
       jax.tree.leaves(params), jax.tree.leaves(engine.param_shardings),
-      jax.tree.leaves(trainer.param_shardings),
-      jax.tree.leaves(engine.sampler.param_shardings)))
+      jax.tree.leaves(trainer.param_shardings)))
+  # No device memory to fit on a CPU: sampling weights are whole on every device.
+  sampling_replicated = all(x.sharding.is_fully_replicated
+                            for x in jax.tree.leaves(engine.for_sampling(params)))
   rng = np.random.default_rng(0)
   batch = {"tokens": rng.integers(1, 128, (8, 16)).astype(np.int32),
            "target_mask": np.tile((np.arange(16) >= 6).astype(np.float32), (8, 1)),
@@ -57,15 +60,24 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   sharded = sum(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                 for x in jax.tree.leaves(grads))
   state, metrics = trainer.step(trainer.init_state(params), batch)
-  greedy = engine.sample(params, random_prompts(8, 128, seed=2),
-                         SamplingConfig(temperature=0.0, max_new_tokens=8))
+  greedy_config = SamplingConfig(temperature=0.0, max_new_tokens=8)
   # Samples of mixed lengths: lanes move between prompts, within each data shard.
-  sampled = engine.sample(params, random_prompts(12, 128, seed=3),
-                          SamplingConfig(num_samples=3, temperature=1.0, top_k=0, max_new_tokens=8),
-                          seed=4, stopping=Stopping.of([3, 7, 11]))
+  sampled_config = SamplingConfig(num_samples=3, temperature=1.0, top_k=0, max_new_tokens=8)
+  stopping = Stopping.of([3, 7, 11])
+  greedy = engine.sample(params, random_prompts(8, 128, seed=2), greedy_config)
+  sampled = engine.sample(params, random_prompts(12, 128, seed=3), sampled_config, seed=4,
+                          stopping=stopping)
+  # The same calls in the training layout, where every decode step gathers the weights.
+  in_place = Sampler(CONFIG, mesh, rules, max_prompt_len=32, max_batch=8)
+  greedy_in_place = in_place.sample(params, random_prompts(8, 128, seed=2), greedy_config)
+  sampled_in_place = in_place.sample(params, random_prompts(12, 128, seed=3), sampled_config,
+                                     seed=4, stopping=stopping)
   flat = {f"grad_{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))}
   np.savez(out, loss=trainer.loss(params, batch), step_loss=metrics["loss"],
            tokens=greedy.tokens, sampled=sampled.tokens, sampled_lengths=sampled.lengths,
+           logprobs=sampled.logprobs, in_place_tokens=greedy_in_place.tokens,
+           in_place_sampled=sampled_in_place.tokens, in_place_lengths=sampled_in_place.lengths,
+           in_place_logprobs=sampled_in_place.logprobs, sampling_replicated=sampling_replicated,
            sharded_params=sharded, shardings_agree=agree, **flat)
 
 

@@ -11,7 +11,9 @@ from absl.testing import absltest
 from restem_jax.engine import partitioning, planning
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.partitioning import MeshConfig, make_mesh
-from restem_jax.engine.sampler import SamplingConfig
+from restem_jax.engine.collectives import collective_bytes
+from restem_jax.engine.engine import Engine
+from restem_jax.engine.sampler import Sampler, SamplingConfig
 from restem_jax.engine.trainer import OptimizerConfig, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,6 +115,18 @@ class PlanningTest(absltest.TestCase):
       self.assertBetween(flops / plan.flops[part], 0.95, 1.3, part)
     self.assertAlmostEqual(plan.rates["decode tokens/s (slice)"],
                            8 * 4 / plan.seconds["decode_step"])
+
+  def test_the_decode_loop_gathers_no_weights_under_an_fsdp_training_mesh(self):
+    fsdp = make_mesh(MeshConfig(data=1, fsdp=-1), self.tpu.devices)
+    engine = Engine(SMALL, None, fsdp, RULES, max_prompt_len=64, sample_batch=8)
+    config = SamplingConfig(num_samples=4, max_new_tokens=16)
+    weights = SMALL.num_params * 2  # bfloat16
+    loop = engine.sampler.compile_ahead(engine.abstract_sampling_params, config)["decode"]
+    self.assertLess(collective_bytes(loop.as_text()).get("all-gather", 0), 0.02 * weights)
+    # The training layout itself gathers every weight in the loop: the count sees them.
+    in_place = Sampler(SMALL, fsdp, RULES, max_prompt_len=64, max_batch=8)
+    loop = in_place.compile_ahead(engine.abstract_params, config)["decode"]
+    self.assertGreater(collective_bytes(loop.as_text())["all-gather"], weights)
 
   def test_oversized_program_is_refused_with_xlas_figure(self):
     huge = dataclasses.replace(SMALL, vocab_size=2_000_000, embed_dim=2048)

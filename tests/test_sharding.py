@@ -1,5 +1,6 @@
 """Meshes 1x8, 2x4, 8x1 (and FSDP, and other rules) give one device's loss, gradients, greedy
-and sampled tokens, through one Engine whose restored parameters have the shardings its jits expect."""
+and sampled tokens, through one Engine whose restored parameters have the shardings its jits expect;
+the sampling layout samples what the training layout samples."""
 
 import os
 import subprocess
@@ -48,6 +49,16 @@ class ShardingTest(absltest.TestCase):
   def test_restored_shardings_are_the_ones_sampler_and_trainer_expect(self):
     for name in MESHES:
       self.assertTrue(bool(self.results[name]["shardings_agree"]), name)
+
+  def test_the_sampling_layout_samples_what_the_training_layout_samples(self):
+    for name in MESHES:
+      with self.subTest(mesh=name):
+        got = self.results[name]
+        self.assertTrue(bool(got["sampling_replicated"]))
+        np.testing.assert_array_equal(got["tokens"], got["in_place_tokens"])
+        np.testing.assert_array_equal(got["sampled"], got["in_place_sampled"])
+        np.testing.assert_array_equal(got["sampled_lengths"], got["in_place_lengths"])
+        np.testing.assert_allclose(got["logprobs"], got["in_place_logprobs"], atol=1e-5)
 
   def test_parameters_are_really_sharded(self):
     self.assertEqual(int(self.results["single"]["sharded_params"]), 0)

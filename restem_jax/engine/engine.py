@@ -11,6 +11,7 @@ evaluation and the SFT control cannot disagree on BOS, EOS or shardings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import jax
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from restem_jax.checkpoint_io import checkpoints
 from restem_jax.engine import params as P
-from restem_jax.engine import multihost, partitioning
+from restem_jax.engine import multihost, partitioning, sampling_layout
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.model import Decoder
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Samples, Stopping, buckets, pick
@@ -77,14 +78,24 @@ class Engine:
 
   def __init__(self, model: ModelConfig, vocabulary: seqio.Vocabulary | None, mesh: Mesh,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES, *,
-               max_prompt_len: int = 512, sample_batch: int = 16):
+               max_prompt_len: int = 512, sample_batch: int = 16, sample_tensor: int = 0):
     self.config, self.vocabulary, self.mesh, self.rules = model, vocabulary, mesh, rules
     self.conventions = Conventions.of(vocabulary)
     self.decoder = Decoder(model)
     self.abstract_params = P.abstract_params(self.decoder)
     self.param_shardings = P.param_shardings(self.decoder, mesh, rules)
-    self.sampler = Sampler(model, mesh, rules, pad_id=self.conventions.pad_id,
+    self.sample_mesh = sampling_layout.sampling_mesh(mesh, sample_tensor or (
+        sampling_layout.choose_tensor(model, P.count(self.abstract_params), mesh.size,
+                                      sampling_layout.device_memory(mesh))))
+    self.sampler = Sampler(model, self.sample_mesh, rules, pad_id=self.conventions.pad_id,
                            max_prompt_len=max_prompt_len, max_batch=sample_batch)
+    self._for_sampling = jax.jit(
+        functools.partial(sampling_layout.for_decoding, model, P.param_names(self.decoder)),
+        out_shardings=self.sampler.param_shardings)
+    self.abstract_sampling_params = partitioning.abstract_on(
+        sampling_layout.abstract_decoding_params(model), self.sampler.param_shardings)
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    self._score_buckets = buckets(data_parallel, max(sample_batch, data_parallel))
     self._trainers: dict[tuple[OptimizerConfig, int], Trainer] = {}
     self._score = None
 
@@ -129,6 +140,14 @@ class Engine:
     """Host or differently placed parameters onto this engine's shardings."""
     return P.place(params, self.param_shardings)
 
+  def for_sampling(self, params: Any) -> Any:
+    """The parameters in the sampler's layout (`sampling_layout`): a resharded copy, unless
+    they are in it already (one device, float32), which costs nothing."""
+    if all(x.sharding == y.sharding and x.dtype == y.dtype for x, y in zip(
+        jax.tree.leaves(params), jax.tree.leaves(self.abstract_sampling_params))):
+      return params
+    return self._for_sampling(params)
+
   # --------------------------------------------------------------------------- generation
 
   def sample(self, params: Any, prompts: Sequence[Sequence[int]], config: SamplingConfig,
@@ -141,7 +160,7 @@ class Engine:
     bar = tqdm(total=len(prompts), desc=desc, unit="problem", leave=False,
                disable=desc is None or jax.process_index() != 0)
     try:
-      return self.sampler.sample(params, prompts, config, seed, prompt_ids,
+      return self.sampler.sample(self.for_sampling(params), prompts, config, seed, prompt_ids,
                                  self.stopping() if stopping is None else stopping, bar.update)
     finally:
       bar.close()
@@ -165,7 +184,8 @@ class Engine:
 
     `layout`: prompts whose shapes the call takes (`Sampler.stream`)."""
     layout_ids = None if layout is None else [self.encode_prompt(p) for p in layout]
-    for i, row in self.sampler.stream(params, [self.encode_prompt(p) for p in prompts], config,
+    for i, row in self.sampler.stream(self.for_sampling(params),
+                                      [self.encode_prompt(p) for p in prompts], config,
                                       seed, prompt_ids, self.stopping(stop_strings), layout_ids):
       yield i, self._completions(row, stop_strings)
 
@@ -187,7 +207,7 @@ class Engine:
 
     Rows are padded to length and batch buckets, so scoring compiles once per bucket.
     """
-    chunk = self.sampler.batch_buckets[-1]
+    chunk = self._score_buckets[-1]
     out: list[np.ndarray] = []
     for start in range(0, len(prompts), chunk):
       out.extend(self._score_batch(params, prompts[start:start + chunk],
@@ -197,7 +217,7 @@ class Engine:
   def _score_batch(self, params, prompts, completions) -> list[np.ndarray]:
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     width = pick(max(lengths), buckets(32, max(32, max(lengths))))
-    tokens = np.full((pick(len(lengths), self.sampler.batch_buckets), width),
+    tokens = np.full((pick(len(lengths), self._score_buckets), width),
                      self.conventions.pad_id, np.int32)
     valid = np.zeros(tokens.shape, bool)
     for i, (p, c) in enumerate(zip(prompts, completions)):

@@ -29,11 +29,14 @@ def abstract_params(model: Decoder) -> Params:
   return nn.meta.unbox(_abstract_boxed(model))
 
 
+def param_names(model: Decoder) -> Any:
+  """Logical axis names of every parameter, as PartitionSpecs of names."""
+  return partitioning.param_names(_abstract_boxed(model))
+
+
 def param_shardings(model: Decoder, mesh: Mesh, rules: partitioning.Rules) -> Any:
   """NamedSharding of every parameter, from its logical axis names."""
-  boxed = _abstract_boxed(model)
-  return partitioning.tree_shardings(nn.meta.unbox(boxed), partitioning.param_names(boxed),
-                                     mesh, rules)
+  return partitioning.tree_shardings(abstract_params(model), param_names(model), mesh, rules)
 
 
 def init_params(model: Decoder, rng: jax.Array, mesh: Mesh,

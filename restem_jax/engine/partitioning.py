@@ -49,11 +49,16 @@ DEFAULT_RULES: Rules = (
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-  """Mesh shape over (data, fsdp, tensor); one entry may be -1 (the rest)."""
+  """Mesh shape over (data, fsdp, tensor); one entry may be -1 (the rest).
+
+  Sampling runs on the same devices as (data, 1, sample_tensor): see
+  `sampling_layout`. sample_tensor=0 picks the smallest split that fits.
+  """
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
   rules: Rules = DEFAULT_RULES
+  sample_tensor: int = 0
 
 
 def make_mesh(config: MeshConfig | None = None,

@@ -26,9 +26,9 @@ from jax.sharding import Mesh, NamedSharding
 
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
-from restem_jax.engine.model import Decoder
 from restem_jax.engine.params import abstract_params
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
+from restem_jax.engine.sampling_layout import abstract_decoding_params
 from restem_jax.engine.trainer import OptimizerConfig, Trainer
 
 GIB = 1024 ** 3
@@ -245,10 +245,13 @@ def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: 
 def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.Rules,
                  sampling: SamplingConfig, batch: int, prompt_len: int, tpu: Slice,
                  knobs: str, estimates: bool = True) -> Program:
-  """The sampler's decode loop at its largest bucket: `batch` slots of `prompt_len` tokens."""
+  """The sampler's decode loop at its largest bucket: `batch` slots of `prompt_len` tokens.
+
+  `mesh` is the sampling mesh (`sampling_layout`), with the weights as decoding reads them.
+  """
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
   slots, rows = sampler.slots_for(sampling), sampler.rows
-  params = abstract_params(Decoder(model))
+  params = abstract_decoding_params(model)
   stopping = Stopping((0,))
   compiled, peak, refusal = _compile(
       lambda: sampler.compile_ahead(params, sampling, stopping)["decode"])
@@ -268,7 +271,7 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
 
   def costs_of(probe: ModelConfig) -> dict[str, tuple[float, float]]:
     compiled = Sampler(probe, mesh, rules, max_prompt_len=prompt_len, max_batch=batch
-                       ).compile_ahead(abstract_params(Decoder(probe)), sampling, stopping,
+                       ).compile_ahead(abstract_decoding_params(probe), sampling, stopping,
                                        parts=True)
     return {part: _costs(program) for part, program in compiled.items()}
 
