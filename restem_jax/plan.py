@@ -4,12 +4,16 @@ r"""Fit check before renting a pod: compile a run's programs for a TPU topology 
       --gin_file=gin_configs/math.gin --topology=v5e:4x4 [--gin.X=Y]
 
 Needs libtpu (`pip install 'restem_jax[tpu]'`), not a TPU. Compiles the
-M-step train step, the E-step sampler and the evaluation (pass@k) sampler at
-their largest shapes for the topology's devices and the gin files' mesh, and
-prints per device: parameters, optimizer state, KV cache and temporaries
-against HBM; FLOPs and bytes from XLA's cost analysis; and roofline
-estimates of step time and tokens/s from the chip's published peaks. Exits
-with status 1, naming the settings to change, when a program does not fit.
+M-step train step (in the gin files' mesh) and the E-step, pass@k and greedy
+samplers (in the sampling layout the engine chooses, `sampling_layout`) at
+their largest shapes for the topology's devices, checks the greedy sampler
+again beside the train state (an M-step's validation check), and prints per
+device: parameters, optimizer state, KV cache and temporaries against HBM;
+FLOPs and bytes from XLA's cost analysis and the bytes its collectives
+deliver, read from the compiled programs; and roofline estimates of step
+time and tokens/s from the chip's published compute, HBM and interconnect
+figures. Exits with status 1, naming the settings to change, when a program
+does not fit.
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
           f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts) "
           f"or RestemConfig.max_prompt_len, or {shard_kv}", estimates),
   ]
+  train_state = {"train state (parameters, optimizer state)":
+                 programs[0].parts["parameters"] + programs[0].parts["optimizer state"]}
+  programs.append(planning.with_resident(
+      programs[-1], "M-step validation sampler (greedy, beside the train state)", train_state,
+      f"lower RestemConfig.sample_batch, shard the train state over more chips "
+      f"(MeshConfig.fsdp), or {shard_kv}"))
   return tpu, {"training": mesh, "sampling": sample_mesh}, model, programs
 
 
@@ -99,10 +109,12 @@ def _si(n: float, unit: str) -> str:
 
 def report(tpu, meshes, model, programs) -> str:
   """The plan as text: per-device memory against HBM, costs, estimates, verdicts."""
+  from restem_jax.engine import planning  # pylint: disable=import-outside-toplevel
   lines = [
       f"{tpu.name}: {len(tpu.devices)} devices ({tpu.chip.name}, {tpu.devices_per_chip} per chip); "
       f"per device {_gib(tpu.hbm_bytes)} HBM, {_si(tpu.peak_flops, 'FLOP/s')} bf16 peak, "
-      f"{_si(tpu.hbm_bandwidth, 'B/s')} HBM bandwidth",
+      f"{_si(tpu.hbm_bandwidth, 'B/s')} HBM bandwidth, {_si(tpu.ici_bandwidth, 'B/s')} "
+      "interconnect (all links, both ways)",
       *(f"{use} mesh: " + " x ".join(f"{name}={size}" for name, size in mesh.shape.items())
         for use, mesh in meshes.items()),
       f"model: {_si(model.num_params, '')}parameters ({model.param_dtype} weights, "
@@ -116,15 +128,17 @@ def report(tpu, meshes, model, programs) -> str:
       lines.append(f"  XLA refused to compile it: {p.refusal}")
     width = max(len(name) for name in p.parts)
     lines += [f"    {name:<{width}}  {_gib(size)}" for name, size in p.parts.items()]
-    for part, (flops, nbytes) in p.costs.items():
-      used = max(flops, p.flops[part])
-      bound = "compute" if used / tpu.peak_flops >= nbytes / tpu.hbm_bandwidth else "bandwidth"
+    for part, (flops, nbytes, moved) in p.costs.items():
+      seconds = planning.bounds(max(flops, p.flops[part]), nbytes, moved, tpu)
       lines.append(f"  {part} per device: XLA counts {_si(flops, 'FLOP')} and "
-                   f"{_si(nbytes, 'B')} accessed; the model has {_si(p.flops[part], 'FLOP')}")
+                   f"{_si(nbytes, 'B')} accessed, collectives deliver {_si(moved, 'B')}; "
+                   f"the model has {_si(p.flops[part], 'FLOP')}")
       if flops < 0.9 * p.flops[part]:
         lines.append("    (XLA counts once the loops it adds for sharded matmuls; the "
                      "estimate uses the model's FLOPs)")
-      lines.append(f"    roofline estimate {p.seconds[part] * 1e3:.3g} ms ({bound}-bound)")
+      lines.append(f"    roofline estimate {p.seconds[part] * 1e3:.3g} ms "
+                   f"({max(seconds, key=seconds.get)}-bound; "
+                   + ", ".join(f"{name} {t * 1e3:.3g} ms" for name, t in seconds.items()) + ")")
     lines += [f"  estimate: {name} {_si(rate, '')}" for name, rate in p.rates.items()]
     lines.append("")
   failed = [p for p in programs if not p.fits(tpu)]

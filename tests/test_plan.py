@@ -63,18 +63,20 @@ class PlanningTest(absltest.TestCase):
       self.assertGreaterEqual(plan.peak_bytes, plan.parts["parameters"]
                               + plan.parts["optimizer state"])
       # Forward and backward: about 6 FLOPs per parameter and token, split over 4 devices.
-      flops, nbytes = plan.costs["step"]
+      flops, nbytes, moved = plan.costs["step"]
       self.assertBetween(flops / (6 * params * rows * seq / 4), 1.0, 1.3)
+      # Replicated parameters: each gradient is all-reduced once a step, most in bfloat16.
+      self.assertBetween(moved / (params * 2), 1.0, 2.0)
       self.assertGreater(nbytes, plan.parts["parameters"])
       # The architecture's count agrees with XLA's where XLA adds no loops (no FSDP).
       self.assertBetween(flops / plan.flops["step"], 0.95, 1.2)
-      self.assertAlmostEqual(plan.seconds["step"],
-                             planning.roofline(max(flops, plan.flops["step"]), nbytes, self.tpu))
+      self.assertAlmostEqual(plan.seconds["step"], planning.roofline(
+          max(flops, plan.flops["step"]), nbytes, self.tpu, moved))
     # Costs count every layer, not the scan's body once: the 1- and 2-layer
     # extrapolation matches a fully unrolled program.
     four = dataclasses.replace(SMALL, num_layers=4, remat=False)
     unrolled = Trainer(dataclasses.replace(four, scan_unroll=4), ADAMW, self.data_mesh, RULES)
-    flops, nbytes = planning._costs(unrolled.compile_ahead(rows, seq))
+    flops, nbytes, _ = planning._costs(unrolled.compile_ahead(rows, seq))
     self.assertAlmostEqual(plans[4].costs["step"][0] / flops, 1.0, delta=0.01)
     self.assertAlmostEqual(plans[4].costs["step"][1] / nbytes, 1.0, delta=0.05)
 
@@ -111,7 +113,7 @@ class PlanningTest(absltest.TestCase):
     step_flops = plan.costs["decode_step"][0]
     self.assertBetween(step_flops / (2 * SMALL.num_params * 8 * 4 / 4), 1.0, 1.5)
     self.assertGreater(plan.costs["prefill"][0], step_flops)
-    for part, (flops, _) in plan.costs.items():
+    for part, (flops, _, _) in plan.costs.items():
       self.assertBetween(flops / plan.flops[part], 0.95, 1.3, part)
     self.assertAlmostEqual(plan.rates["decode tokens/s (slice)"],
                            8 * 4 / plan.seconds["decode_step"])
@@ -127,6 +129,25 @@ class PlanningTest(absltest.TestCase):
     in_place = Sampler(SMALL, fsdp, RULES, max_prompt_len=64, max_batch=8)
     loop = in_place.compile_ahead(engine.abstract_params, config)["decode"]
     self.assertGreater(collective_bytes(loop.as_text())["all-gather"], weights)
+
+  def test_the_roofline_counts_the_interconnect(self):
+    # Sampling in the FSDP training layout gathers the weights every decode step; the
+    # estimate must see that, and the sampling layout must be the faster one.
+    sampling = SamplingConfig(num_samples=4, max_new_tokens=32)
+    fsdp = make_mesh(MeshConfig(data=1, fsdp=-1), self.tpu.devices)
+    in_place, own = (planning.plan_sampler("E-step sampler", SMALL, mesh, RULES, sampling,
+                                           batch=8, prompt_len=64, tpu=self.tpu, knobs="")
+                     for mesh in (fsdp, self.data_mesh))
+    weights = SMALL.num_params * 2  # bfloat16
+    self.assertGreater(in_place.costs["decode_step"][2], 0.5 * weights)
+    self.assertLess(own.costs["decode_step"][2], 0.02 * weights)
+    step = in_place.costs["decode_step"]
+    self.assertAlmostEqual(in_place.seconds["decode_step"],
+                           max(step[2] / self.tpu.ici_bandwidth,
+                               planning.roofline(max(step[0], in_place.flops["decode_step"]),
+                                                 step[1], self.tpu)))
+    self.assertGreater(own.rates["decode tokens/s (slice)"],
+                       in_place.rates["decode tokens/s (slice)"])
 
   def test_oversized_program_is_refused_with_xlas_figure(self):
     huge = dataclasses.replace(SMALL, vocab_size=2_000_000, embed_dim=2048)
@@ -159,7 +180,10 @@ class PlanCommandTest(absltest.TestCase):
       self.assertIn(f"{name}: ", result.stdout)
     self.assertIn("evaluation sampler (greedy): 64 lanes over 128 prompt slots", result.stdout)
     self.assertIn("roofline estimate", result.stdout)
-    self.assertIn("All 4 programs fit on v5e:2x2", result.stdout)
+    self.assertIn("interconnect", result.stdout)
+    self.assertIn("sampling mesh: data=4 x fsdp=1 x tensor=1", result.stdout)
+    self.assertIn("M-step validation sampler (greedy, beside the train state): ", result.stdout)
+    self.assertIn("All 5 programs fit on v5e:2x2", result.stdout)
 
   def test_oversized_config_is_refused_naming_the_knobs(self):
     result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e:2x2",

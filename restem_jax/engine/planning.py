@@ -25,6 +25,7 @@ from jax.experimental import topologies
 from jax.sharding import Mesh, NamedSharding
 
 from restem_jax.engine import partitioning
+from restem_jax.engine.collectives import collective_bytes
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.params import abstract_params
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
@@ -36,21 +37,35 @@ GIB = 1024 ** 3
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
-  """Published per-chip figures (Cloud TPU system architecture pages): HBM, bf16 peak, bandwidth."""
+  """Published per-chip figures: HBM, bf16 peak, HBM bandwidth (Cloud TPU system architecture
+  pages) and the inter-chip interconnect's bandwidth, both directions of every link summed."""
   name: str
   hbm_bytes: float
   peak_flops: float
   hbm_bandwidth: float
+  ici_bandwidth: float
 
+
+# Inter-chip interconnect per chip, every link both ways. The Cloud TPU v5e, v5p and v6e pages
+# state it ("Bidirectional inter-chip interconnect (ICI) bandwidth (per chip)": 400, 1200 and
+# 800 GBps). The v3 and v4 pages state a pod's bisection bandwidth instead, which is what one
+# direction of each link cut by halving the torus carries: that reading gives v5e's and v6e's
+# stated figures back (1.6 and 3.2 TB/s over 32 links of a 16x16 torus: 50 and 100 GB/s a link,
+# 4 links). v3: 6.4 TB/s over the 64 cut links of 32x32, 4 links a chip; v4: 24 TB/s over the 512
+# of 16x16x16, 6 links. v2's page states neither: 4 links of 496 Gbit/s each way, as Jouppi et
+# al. (CACM 2020, "A Domain Specific Supercomputer for Training Deep Neural Networks") is quoted.
+ICI_V2 = 4 * 2 * 496e9 / 8
+ICI_V3 = 4 * 2 * 6.4e12 / 64
+ICI_V4 = 6 * 2 * 24e12 / 512
 
 # Keyed by jax's device_kind.
 CHIPS = {
-    "TPU v2": Chip("v2", 16 * GIB, 45e12, 600e9),
-    "TPU v3": Chip("v3", 32 * GIB, 123e12, 900e9),
-    "TPU v4": Chip("v4", 32 * GIB, 275e12, 1200e9),
-    "TPU v5 lite": Chip("v5e", 16 * GIB, 197e12, 819e9),
-    "TPU v5": Chip("v5p", 95 * GIB, 459e12, 2765e9),
-    "TPU v6 lite": Chip("v6e", 32 * GIB, 918e12, 1640e9),
+    "TPU v2": Chip("v2", 16 * GIB, 45e12, 600e9, ICI_V2),
+    "TPU v3": Chip("v3", 32 * GIB, 123e12, 900e9, ICI_V3),
+    "TPU v4": Chip("v4", 32 * GIB, 275e12, 1200e9, ICI_V4),
+    "TPU v5 lite": Chip("v5e", 16 * GIB, 197e12, 819e9, 400e9),
+    "TPU v5": Chip("v5p", 95 * GIB, 459e12, 2765e9, 1200e9),
+    "TPU v6 lite": Chip("v6e", 32 * GIB, 918e12, 1640e9, 800e9),
 }
 
 
@@ -73,6 +88,10 @@ class Slice:
   @property
   def hbm_bandwidth(self) -> float:
     return self.chip.hbm_bandwidth / self.devices_per_chip
+
+  @property
+  def ici_bandwidth(self) -> float:
+    return self.chip.ici_bandwidth / self.devices_per_chip
 
 
 def tpu_slice(topology: str) -> Slice:
@@ -108,7 +127,8 @@ class Program:
   shape: str  # What it was compiled for, in the config's terms.
   peak_bytes: int
   parts: dict[str, int]  # Named per-device bytes inside the peak.
-  costs: dict[str, tuple[float, float]]  # Part -> XLA's (FLOPs, bytes accessed) per device.
+  # Part -> per device: XLA's FLOPs and bytes accessed, and the bytes its collectives deliver.
+  costs: dict[str, tuple[float, float, float]]
   flops: dict[str, float]  # Part -> the model's FLOPs per device (`model_flops`).
   seconds: dict[str, float]  # Part -> roofline seconds.
   rates: dict[str, float]  # Derived estimates, e.g. tokens/s over the whole slice.
@@ -149,9 +169,21 @@ def _required_bytes(message: str) -> int:
   return 0
 
 
-def roofline(flops: float, bytes_accessed: float, tpu: Slice) -> float:
-  """Seconds at the device's peak compute or bandwidth, whichever binds."""
-  return max(flops / tpu.peak_flops, bytes_accessed / tpu.hbm_bandwidth)
+def bounds(flops: float, bytes_accessed: float, collective_bytes: float, tpu: Slice
+           ) -> dict[str, float]:
+  """Seconds at the device's peak compute, HBM bandwidth and interconnect bandwidth.
+
+  The interconnect figure is a floor: it assumes every link of the chip busy in
+  both directions, where a collective over one mesh axis uses some of them.
+  """
+  return {"compute": flops / tpu.peak_flops, "HBM bandwidth": bytes_accessed / tpu.hbm_bandwidth,
+          "interconnect": collective_bytes / tpu.ici_bandwidth}
+
+
+def roofline(flops: float, bytes_accessed: float, tpu: Slice, collective_bytes: float = 0.0
+             ) -> float:
+  """Seconds at whichever of compute, HBM bandwidth and interconnect binds."""
+  return max(bounds(flops, bytes_accessed, collective_bytes, tpu).values())
 
 
 def model_flops(model: ModelConfig, rows: int, length: int, context: int, head_tokens: int, *,
@@ -171,10 +203,11 @@ def model_flops(model: ModelConfig, rows: int, length: int, context: int, head_t
   return 3 * forward + layers if training and model.remat else (3 if training else 1) * forward
 
 
-def _costs(compiled: Any) -> tuple[float, float]:
+def _costs(compiled: Any) -> tuple[float, float, float]:
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-  return float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0))
+  return (float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0)),
+          float(sum(collective_bytes(compiled.as_text()).values())))
 
 
 def _shard_bytes(shapes: Any, shardings: Any) -> int:
@@ -184,7 +217,7 @@ def _shard_bytes(shapes: Any, shardings: Any) -> int:
 
 
 def _layer_costs(model: ModelConfig, costs_of: Callable[[ModelConfig], dict[str, Any]]
-                 ) -> dict[str, tuple[float, float]]:
+                 ) -> dict[str, tuple[float, ...]]:
   """Costs of `model`, from probes of it with 1 and 2 unrolled layers.
 
   XLA counts a loop body once, so the scanned program under-counts; every
@@ -222,9 +255,17 @@ def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
       Trainer(probe, optimizer, mesh, rules).compile_ahead(rows, seq_len))})["step"]
   flops = model_flops(model, rows, seq_len, seq_len, rows * seq_len,
                       training=True) / len(tpu.devices)
-  seconds = roofline(max(cost[0], flops), cost[1], tpu)
+  seconds = roofline(max(cost[0], flops), cost[1], tpu, cost[2])
   return Program(name, shape, peak, parts, {"step": cost}, {"step": flops}, {"step": seconds},
                  {"training tokens/s (slice)": rows * seq_len / seconds}, knobs)
+
+
+def with_resident(program: Program, name: str, resident: dict[str, int], knobs: str) -> Program:
+  """`program` run while other arrays stay in memory, as an M-step's validation check samples
+  beside the train state: the same costs, more memory."""
+  return dataclasses.replace(program, name=name, knobs=knobs,
+                             peak_bytes=program.peak_bytes + sum(resident.values()),
+                             parts={**resident, **program.parts})
 
 
 def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: int, rows: int,
@@ -281,7 +322,7 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
   flops = {"prefill": model_flops(model, refill, prompt_len, prompt_len, refill),
            "decode_step": model_flops(model, rows, 1, prompt_len + sampling.max_new_tokens, rows)}
   flops = {part: f / len(tpu.devices) for part, f in flops.items()}
-  seconds = {part: roofline(max(cost[0], flops[part]), cost[1], tpu)
+  seconds = {part: roofline(max(cost[0], flops[part]), cost[1], tpu, cost[2])
              for part, cost in costs.items()}
   # Every prompt is prefilled once and every sample decoded on its own lane.
   per_sample = (seconds["prefill"] / refill / sampling.num_samples
