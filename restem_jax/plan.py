@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from absl import app, flags
 
@@ -38,9 +38,18 @@ ESTIMATES = flags.DEFINE_bool(
     "decode step) for FLOPs, bytes and roofline estimates; --noestimates checks the fit only.")
 
 
-def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any]]:
-  """(slice, {"training": mesh, "sampling": mesh}, model config, planned programs) from the
-  parsed gin configuration."""
+class Plan(NamedTuple):
+  """What `plan` found: the programs, in the meshes they run in, and the sampler's headroom."""
+  tpu: Any
+  meshes: dict[str, Any]
+  model: Any
+  programs: list[Any]
+  # The largest RestemConfig.sample_batch every sampler fits with (None: not measured).
+  largest_sample_batch: int | None
+
+
+def plan(topology: str, estimates: bool = True) -> Plan:
+  """Plans the run that the parsed gin configuration describes."""
   # pylint: disable=import-outside-toplevel
   from restem_jax import configurables
   from restem_jax.engine import planning, sampling_layout
@@ -67,33 +76,43 @@ def plan(topology: str, estimates: bool = True) -> tuple[Any, Any, Any, list[Any
   # Greedy calls (test pass@1, validation): one sample per prompt, so the most prompt slots.
   greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
   shard_kv = "split the weights and KV cache over more chips (MeshConfig.sample_tensor)"
-  programs = [
-      planning.plan_train_step(model, build(OptimizerConfig), mesh, rules, m_step.batch_size,
-                               m_step.seq_len, tpu, estimates),
-      planning.plan_sampler(
-          "E-step sampler", model, sample_mesh, rules, e_step, restem.sample_batch,
-          restem.max_prompt_len, tpu,
-          f"lower RestemConfig.sample_batch (4 x sample_batch lanes decode at once, over "
-          f"prompt slots for twice the prompts whose num_samples={restem.num_samples} fill them), "
-          f"RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}", estimates),
-      planning.plan_sampler(
-          "evaluation sampler (pass@k)", model, sample_mesh, rules, pass_k, restem.sample_batch,
-          restem.max_prompt_len, tpu,
-          f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
-          f"EvalConfig.max_new_tokens, or {shard_kv}", estimates),
-      planning.plan_sampler(
-          "evaluation sampler (greedy)", model, sample_mesh, rules, greedy, restem.sample_batch,
-          restem.max_prompt_len, tpu,
-          f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts) "
-          f"or RestemConfig.max_prompt_len, or {shard_kv}", estimates),
-  ]
+  samplers = [
+      ("E-step sampler", e_step,
+       f"lower RestemConfig.sample_batch (each data-parallel group decodes 4 x sample_batch "
+       f"lanes, over prompt slots for twice the prompts whose num_samples={restem.num_samples} "
+       f"fill them), RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}"),
+      ("evaluation sampler (pass@k)", pass_k,
+       f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
+       f"EvalConfig.max_new_tokens, or {shard_kv}"),
+      ("evaluation sampler (greedy)", greedy,
+       f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts per "
+       f"data-parallel group) or RestemConfig.max_prompt_len, or {shard_kv}")]
+  groups = sample_mesh.shape["data"]
+
+  def sampler_at(name, config, knobs, sample_batch, estimates):
+    return planning.plan_sampler(name, model, sample_mesh, rules, config, sample_batch * groups,
+                                 restem.max_prompt_len, tpu, knobs, estimates)
+
+  programs = [planning.plan_train_step(model, build(OptimizerConfig), mesh, rules,
+                                       m_step.batch_size, m_step.seq_len, tpu, estimates)]
+  programs += [sampler_at(*sampler, restem.sample_batch, estimates) for sampler in samplers]
   train_state = {"train state (parameters, optimizer state)":
                  programs[0].parts["parameters"] + programs[0].parts["optimizer state"]}
   programs.append(planning.with_resident(
       programs[-1], "M-step validation sampler (greedy, beside the train state)", train_state,
       f"lower RestemConfig.sample_batch, shard the train state over more chips "
       f"(MeshConfig.fsdp), or {shard_kv}"))
-  return tpu, {"training": mesh, "sampling": sample_mesh}, model, programs
+  largest = None
+  if estimates and all(p.fits(tpu) for p in programs):
+    # Sampler memory grows linearly with sample_batch: a second compile at twice the
+    # batch gives the slope, the validation check's resident train state the least room.
+    doubled = [sampler_at(*sampler, 2 * restem.sample_batch, False) for sampler in samplers]
+    room = [tpu.hbm_bytes - p.peak_bytes for p in programs[1:4]]
+    room[-1] -= sum(train_state.values())
+    largest = min(restem.sample_batch + int(free * restem.sample_batch // max(
+        twice.peak_bytes - once.peak_bytes, 1)) for free, once, twice in
+        zip(room, programs[1:4], doubled))
+  return Plan(tpu, {"training": mesh, "sampling": sample_mesh}, model, programs, largest)
 
 
 def _gib(n: float) -> str:
@@ -107,9 +126,10 @@ def _si(n: float, unit: str) -> str:
   return f"{n:.3g} {unit}"
 
 
-def report(tpu, meshes, model, programs) -> str:
+def report(plan_: Plan) -> str:
   """The plan as text: per-device memory against HBM, costs, estimates, verdicts."""
   from restem_jax.engine import planning  # pylint: disable=import-outside-toplevel
+  tpu, meshes, model, programs = plan_[:4]
   lines = [
       f"{tpu.name}: {len(tpu.devices)} devices ({tpu.chip.name}, {tpu.devices_per_chip} per chip); "
       f"per device {_gib(tpu.hbm_bytes)} HBM, {_si(tpu.peak_flops, 'FLOP/s')} bf16 peak, "
@@ -141,6 +161,10 @@ def report(tpu, meshes, model, programs) -> str:
                    + ", ".join(f"{name} {t * 1e3:.3g} ms" for name, t in seconds.items()) + ")")
     lines += [f"  estimate: {name} {_si(rate, '')}" for name, rate in p.rates.items()]
     lines.append("")
+  if plan_.largest_sample_batch is not None:
+    lines += [f"Largest RestemConfig.sample_batch that every sampler fits with: "
+              f"{plan_.largest_sample_batch} (per data-parallel group of the sampling mesh; "
+              f"linear from two compiles, so leave a margin)", ""]
   failed = [p for p in programs if not p.fits(tpu)]
   if not failed:
     lines.append(f"All {len(programs)} programs fit on {tpu.name}."
@@ -163,11 +187,11 @@ def main(argv: Sequence[str]) -> None:
   cli.parse_gin(cli.GIN_FILES.value, cli.BINDINGS.value, cli.SEARCH_PATHS.value)
   from restem_jax.engine.config import ConfigError  # pylint: disable=import-outside-toplevel
   try:
-    tpu, meshes, model, programs = plan(TOPOLOGY.value, ESTIMATES.value)
+    result = plan(TOPOLOGY.value, ESTIMATES.value)
   except ConfigError as e:
     raise app.UsageError(str(e)) from e
-  print(report(tpu, meshes, model, programs), flush=True)
-  if not all(p.fits(tpu) for p in programs):
+  print(report(result), flush=True)
+  if not all(p.fits(result.tpu) for p in result.programs):
     sys.exit(1)
 
 

@@ -121,6 +121,8 @@ class PlanningTest(absltest.TestCase):
   def test_the_decode_loop_gathers_no_weights_under_an_fsdp_training_mesh(self):
     fsdp = make_mesh(MeshConfig(data=1, fsdp=-1), self.tpu.devices)
     engine = Engine(SMALL, None, fsdp, RULES, max_prompt_len=64, sample_batch=8)
+    self.assertEqual(dict(engine.sample_mesh.shape), {"data": 4, "fsdp": 1, "tensor": 1})
+    self.assertEqual(engine.sampler.rows, 4 * 8 * 4)  # 4 lanes x sample_batch per chip.
     config = SamplingConfig(num_samples=4, max_new_tokens=16)
     weights = SMALL.num_params * 2  # bfloat16
     loop = engine.sampler.compile_ahead(engine.abstract_sampling_params, config)["decode"]
@@ -178,7 +180,10 @@ class PlanCommandTest(absltest.TestCase):
     for name in ("M-step train step", "E-step sampler", "evaluation sampler (pass@k)",
                  "evaluation sampler (greedy)"):
       self.assertIn(f"{name}: ", result.stdout)
-    self.assertIn("evaluation sampler (greedy): 64 lanes over 128 prompt slots", result.stdout)
+    # sample_batch=16 per data-parallel group, 4 groups: 4 x 16 x 4 lanes, 1 sample a prompt.
+    self.assertIn("evaluation sampler (greedy): 256 lanes over 512 prompt slots", result.stdout)
+    self.assertRegex(result.stdout, r"Largest RestemConfig.sample_batch that every sampler fits "
+                                    r"with: \d+")
     self.assertIn("roofline estimate", result.stdout)
     self.assertIn("interconnect", result.stdout)
     self.assertIn("sampling mesh: data=4 x fsdp=1 x tensor=1", result.stdout)

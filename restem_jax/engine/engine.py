@@ -87,8 +87,10 @@ class Engine:
     self.sample_mesh = sampling_layout.sampling_mesh(mesh, sample_tensor or (
         sampling_layout.choose_tensor(model, P.count(self.abstract_params), mesh.size,
                                       sampling_layout.device_memory(mesh))))
+    # sample_batch is per data-parallel group: a slice of n chips decodes n times the lanes.
     self.sampler = Sampler(model, self.sample_mesh, rules, pad_id=self.conventions.pad_id,
-                           max_prompt_len=max_prompt_len, max_batch=sample_batch)
+                           max_prompt_len=max_prompt_len,
+                           max_batch=sample_batch * self.sample_mesh.shape["data"])
     self._for_sampling = jax.jit(
         functools.partial(sampling_layout.for_decoding, model, P.param_names(self.decoder)),
         out_shardings=self.sampler.param_shardings)

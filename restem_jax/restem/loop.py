@@ -52,8 +52,9 @@ class RestemConfig:
   val_seed: int = 0
   shard_size: int = 64  # Problems per durable E-step shard.
   max_prompt_len: int = 1024
-  sample_batch: int = 16  # The sampler decodes 4 x sample_batch samples at once, of any
-  # resident prompts, over slots for twice the prompts those samples need.
+  sample_batch: int = 16  # Each data-parallel group of the sampling mesh (a chip, or a
+  # tensor-parallel group) decodes 4 x sample_batch samples at once, of any resident
+  # prompts, over slots for twice the prompts those samples need. `plan` gives the largest.
   seed: int = 0
   # Also fine-tune the base on the labelled split for the same steps (a control).
   sft_control: bool = False
