@@ -29,7 +29,7 @@ setuptools.setup(
         "math-verify>=0.9.0",  # Pulls latex2sympy2_extended and the antlr4 runtime.
         # Tokenizers and chat templates (checkpoint_io, imported by the tasks and the CLI).
         "tokenizers>=0.19",
-        "jinja2>=3.1.6",  # Earlier 3.1 releases have sandbox escapes; templates come with checkpoints.
+        "jinja2>=3.1.6",  # Older ones have sandbox escapes; templates ship with checkpoints.
     ],
     extras_require={
         # gs:// workdirs and checkpoints (read and written through gcsfs); tensorboardX
