@@ -113,11 +113,12 @@ class PoolTimeoutTest(absltest.TestCase):
   def test_hung_check_is_killed_and_pool_survives(self):
     with rewards.RewardPool(1, options=TaskOptions(math_timeout=0.5)) as pool:
       start = time.monotonic()
-      # sympy expands this sum term by term: seconds even under math-verify's
-      # own timeout, far past the pool's 0.5 s.
+      # Nothing in this integral is large, so the guard lets it through, and
+      # simplify works on it until math-verify's 1 s alarm: past the pool's 0.5 s.
       slow = {"solution": "\\boxed{1}"}
+      integral = "\\int_{0}^{1} \\frac{\\sin(x^{5})}{x+\\cos(x)} dx"
       items = pool.submit("math", [slow, {"solution": "\\boxed{4}"}],
-                          ["\\boxed{\\sum_{k=1}^{10^{9}} k^{k}}", "\\boxed{4}"],
+                          [f"\\boxed{{{integral}}}", "\\boxed{4}"],
                           progress=False).result()
       self.assertLess(time.monotonic() - start, 30)
     self.assertEqual(items[0].reward, 0.0)

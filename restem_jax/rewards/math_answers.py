@@ -6,20 +6,35 @@ normalisation, compare strings, then check symbolic equivalence. The symbolic
 step is math-verify (sympy based) rather than hand-written parsing; see
 benchmarks/README.md (Rewards) for the measured agreement of each step.
 
-The functions that call sympy can hang on adversarial input; the batch pool
-(batch.py) runs them in worker processes it kills at a deadline.
+The functions that call sympy can hang on adversarial input. math_guard.py
+refuses answers whose evaluation explodes before sympy sees them, each
+math-verify step runs under its own alarm (STEP_TIMEOUT_S), and the batch pool
+(batch.py) runs checks in worker processes it kills at a deadline, for what
+neither catches.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+  from restem_jax.rewards import math_guard
 
 _FINAL, _IS, _HOPE = "Final Answer:", "The final answer is", "I hope it is correct"
 # Longer "answers" are rambling, not answers: normalising them costs O(n^2), a
 # symbolic check can only time out, and they would flood logs and results.
 MAX_ANSWER_CHARS = 1000
+# Limit of one math-verify step (a parse, a comparison). Its alarm counts whole
+# seconds, so 1 is the shortest; it is far above what normal answers take
+# (bench_rewards.py --bombs), so only answers that pass the guard and still
+# choke sympy reach it.
+STEP_TIMEOUT_S = 1
+# The longest a check runs while each step keeps to its limit: two parses (each
+# with the guard's examination) and a comparison, twice with the percent retry.
+CHECK_LIMIT_S = 2 * 3 * STEP_TIMEOUT_S
 _MINERVA_OPEN = re.compile(r"The final answer is\s*(.+)")
 _THE_ANSWER_IS = re.compile(r"[Tt]he answer is[:\s]*(.+)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -149,14 +164,59 @@ def _strip_dollars(answer: str) -> str:
   return answer.strip().strip("$").strip()
 
 
-def symbolic_equiv(gold: str, pred: str, timeout: int = 5) -> bool:
-  """math-verify (sympy) equivalence of two LaTeX answers."""
+class _OwnParseLimit(logging.Filter):
+  """Drops math-verify's notice that its parse limit is off: _parse sets one."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Timeout is disabled")
+
+
+logging.getLogger("math_verify.parser").addFilter(_OwnParseLimit())
+
+
+def symbolic_equiv(gold: str, pred: str, timeout: int = STEP_TIMEOUT_S) -> bool:
+  """math-verify (sympy) equivalence of two LaTeX answers.
+
+  Structurally equal canonical forms (math_guard.py) are equivalent without
+  evaluating either; an answer the guard refuses is equivalent to nothing else.
+  """
   import math_verify  # heavy (sympy); imported in the worker that needs it
-  g = math_verify.parse(f"${_strip_dollars(gold)}$", parsing_timeout=timeout)
-  p = math_verify.parse(f"${_strip_dollars(pred)}$", parsing_timeout=timeout)
-  if not g or not p:
+  g, g_examined = _parse(gold, timeout)
+  p, p_examined = _parse(pred, timeout)
+  if (g_examined and p_examined and g_examined.canonical is not None and
+      g_examined.canonical == p_examined.canonical):
+    return True
+  refused = any(e is not None and e.refusal for e in (g_examined, p_examined))
+  if refused or not g or not p:
     return False
   return bool(math_verify.verify(g, p, timeout_seconds=timeout))
+
+
+def _parse(answer: str, timeout: int
+           ) -> tuple[list, math_guard.Examined | None]:
+  """math-verify's parse of an answer and math_guard's examination of it,
+  under one math-verify time limit: a step of the check."""
+  from math_verify.errors import TimeoutException
+  from math_verify.utils import timeout as time_limit
+  try:
+    return time_limit(timeout)(_parse_unlimited)(
+        f"${_strip_dollars(answer)}$")
+  except TimeoutException:  # in the guard (math-verify's parse returns [])
+    return [], None
+
+
+def _parse_unlimited(latex: str) -> tuple[list, math_guard.Examined | None]:
+  import math_verify
+  import sympy
+  from restem_jax.rewards import math_guard
+  early = math_guard.examine_latex(latex)
+  if early is not None and early.refusal:
+    return [], early
+  # The limit is _parse's, around this parse and the guard's together.
+  parsed = math_verify.parse(latex, parsing_timeout=None)
+  tree = next((x for x in parsed
+               if isinstance(x, (sympy.Basic, sympy.MatrixBase))), None)
+  return parsed, (math_guard.examine(tree) if tree is not None else None)
 
 
 def math_equiv(gold: str, pred: str | None) -> bool:
