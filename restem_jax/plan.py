@@ -30,12 +30,38 @@ from restem_jax import main as cli  # Defines --gin_file, --gin_bindings, --gin_
 # accelerators to the runs that use them.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+SHARD_KV = "split the weights and KV cache over more chips (MeshConfig.sample_tensor)"
+
 TOPOLOGY = flags.DEFINE_string(
     "topology", None, "TPU topology, GENERATION:SHAPE as libtpu names it: v5e:2x2, v5e:4x4, "
     "v5p:2x2x1, v4:2x2x2, v6e:2x4, ...")
 ESTIMATES = flags.DEFINE_bool(
     "estimates", True, "Also compile the cost probes (1 and 2 unrolled layers, one prefill, one "
     "decode step) for FLOPs, bytes and roofline estimates; --noestimates checks the fit only.")
+
+
+def sampler_settings(restem: Any, evaluation: Any) -> list[tuple[str, Any, str]]:
+  """(name, SamplingConfig, what to change if it does not fit) of the run's three samplers."""
+  from restem_jax.engine.sampler import SamplingConfig  # pylint: disable=import-outside-toplevel
+  e_step = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
+                          top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
+  pass_k = SamplingConfig(num_samples=evaluation.pass_k_samples,
+                          temperature=evaluation.pass_temperature, top_k=0,
+                          top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
+  # Greedy calls (test pass@1, validation): one sample per prompt, so the most prompt slots.
+  greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
+  shard_kv = SHARD_KV
+  return [
+      ("E-step sampler", e_step,
+       f"lower RestemConfig.sample_batch (each data-parallel group decodes 4 x sample_batch "
+       f"lanes, over prompt slots for twice the prompts whose num_samples={restem.num_samples} "
+       f"fill them), RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}"),
+      ("evaluation sampler (pass@k)", pass_k,
+       f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
+       f"EvalConfig.max_new_tokens, or {shard_kv}"),
+      ("evaluation sampler (greedy)", greedy,
+       f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts per "
+       f"data-parallel group) or RestemConfig.max_prompt_len, or {shard_kv}")]
 
 
 class Plan(NamedTuple):
@@ -55,7 +81,6 @@ def plan(topology: str, estimates: bool = True) -> Plan:
   from restem_jax.engine import planning, sampling_layout
   from restem_jax.engine.config import ModelConfig
   from restem_jax.engine.partitioning import MeshConfig, make_mesh
-  from restem_jax.engine.sampler import SamplingConfig
   from restem_jax.engine.trainer import OptimizerConfig
   from restem_jax.restem.evaluation import EvalConfig
   from restem_jax.restem.finetune import FinetuneConfig
@@ -68,25 +93,7 @@ def plan(topology: str, estimates: bool = True) -> Plan:
   mesh, rules = make_mesh(mesh_config, tpu.devices), mesh_config.rules
   sample_mesh = sampling_layout.sampling_mesh(mesh, mesh_config.sample_tensor or (
       sampling_layout.choose_tensor(model, model.num_params, mesh.size, tpu.hbm_bytes)))
-  e_step = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
-                          top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
-  pass_k = SamplingConfig(num_samples=evaluation.pass_k_samples,
-                          temperature=evaluation.pass_temperature, top_k=0,
-                          top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
-  # Greedy calls (test pass@1, validation): one sample per prompt, so the most prompt slots.
-  greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
-  shard_kv = "split the weights and KV cache over more chips (MeshConfig.sample_tensor)"
-  samplers = [
-      ("E-step sampler", e_step,
-       f"lower RestemConfig.sample_batch (each data-parallel group decodes 4 x sample_batch "
-       f"lanes, over prompt slots for twice the prompts whose num_samples={restem.num_samples} "
-       f"fill them), RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}"),
-      ("evaluation sampler (pass@k)", pass_k,
-       f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
-       f"EvalConfig.max_new_tokens, or {shard_kv}"),
-      ("evaluation sampler (greedy)", greedy,
-       f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts per "
-       f"data-parallel group) or RestemConfig.max_prompt_len, or {shard_kv}")]
+  samplers = sampler_settings(restem, evaluation)
   groups = sample_mesh.shape["data"]
 
   def sampler_at(name, config, knobs, sample_batch, estimates):
@@ -101,7 +108,7 @@ def plan(topology: str, estimates: bool = True) -> Plan:
   programs.append(planning.with_resident(
       programs[-1], "M-step validation sampler (greedy, beside the train state)", train_state,
       f"lower RestemConfig.sample_batch, shard the train state over more chips "
-      f"(MeshConfig.fsdp), or {shard_kv}"))
+      f"(MeshConfig.fsdp), or {SHARD_KV}"))
   largest = None
   if estimates and all(p.fits(tpu) for p in programs):
     # Sampler memory grows linearly with sample_batch: a second compile at twice the
