@@ -30,6 +30,9 @@ from restem_jax import main as cli  # Defines --gin_file, --gin_bindings, --gin_
 # accelerators to the runs that use them.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# Past 1,024 lanes a device a decode step is compute-bound on every TPU generation (a
+# step reads the weights once for all lanes): the plan looks no further.
+MAX_SAMPLE_BATCH = 256
 SHARD_KV = "split the weights and KV cache over more chips (MeshConfig.sample_tensor)"
 
 TOPOLOGY = flags.DEFINE_string(
@@ -110,15 +113,27 @@ def plan(topology: str, estimates: bool = True) -> Plan:
       f"lower RestemConfig.sample_batch, shard the train state over more chips "
       f"(MeshConfig.fsdp), or {SHARD_KV}"))
   largest = None
-  if estimates and all(p.fits(tpu) for p in programs):
-    # Sampler memory grows linearly with sample_batch: a second compile at twice the
-    # batch gives the slope, the validation check's resident train state the least room.
-    doubled = [sampler_at(*sampler, 2 * restem.sample_batch, False) for sampler in samplers]
+  if (estimates and 1 < restem.sample_batch < MAX_SAMPLE_BATCH
+      and all(p.fits(tpu) for p in programs)):
+    resident = sum(train_state.values())
+
+    def fits(sample_batch: int) -> bool:
+      at = [sampler_at(*sampler, sample_batch, False) for sampler in samplers]
+      return all(p.fits(tpu) for p in at) and at[-1].peak_bytes + resident <= tpu.hbm_bytes
+
+    # Sampler memory grows about linearly with sample_batch: a compile at half the batch
+    # (which fits: an over-large program's figure would be XLA's partial one) gives the
+    # slope; the estimate is then compiled, and lowered until every sampler fits.
+    half = restem.sample_batch // 2
+    at_half = [sampler_at(*sampler, half, False) for sampler in samplers]
     room = [tpu.hbm_bytes - p.peak_bytes for p in programs[1:4]]
-    room[-1] -= sum(train_state.values())
-    largest = min(restem.sample_batch + int(free * restem.sample_batch // max(
-        twice.peak_bytes - once.peak_bytes, 1)) for free, once, twice in
-        zip(room, programs[1:4], doubled))
+    room[-1] -= resident
+    largest = min([MAX_SAMPLE_BATCH] + [
+        restem.sample_batch + int(free * (restem.sample_batch - half) // max(
+            once.peak_bytes - low.peak_bytes, 1))
+        for free, once, low in zip(room, programs[1:4], at_half)])
+    while largest > restem.sample_batch and not fits(largest):
+      largest = max(restem.sample_batch, largest * 7 // 8)
   return Plan(tpu, {"training": mesh, "sampling": sample_mesh}, model, programs, largest)
 
 
@@ -171,7 +186,7 @@ def report(plan_: Plan) -> str:
   if plan_.largest_sample_batch is not None:
     lines += [f"Largest RestemConfig.sample_batch that every sampler fits with: "
               f"{plan_.largest_sample_batch} (per data-parallel group of the sampling mesh; "
-              f"linear from two compiles, so leave a margin)", ""]
+              f"compiled; the plan looks no further than {MAX_SAMPLE_BATCH})", ""]
   failed = [p for p in programs if not p.fits(tpu)]
   if not failed:
     lines.append(f"All {len(programs)} programs fit on {tpu.name}."
