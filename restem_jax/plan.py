@@ -53,18 +53,17 @@ def sampler_settings(restem: Any, evaluation: Any) -> list[tuple[str, Any, str]]
                           top_p=evaluation.pass_top_p, max_new_tokens=evaluation.max_new_tokens)
   # Greedy calls (test pass@1, validation): one sample per prompt, so the most prompt slots.
   greedy = SamplingConfig(temperature=0.0, max_new_tokens=evaluation.max_new_tokens)
-  shard_kv = SHARD_KV
   return [
       ("E-step sampler", e_step,
        f"lower RestemConfig.sample_batch (each data-parallel group decodes 4 x sample_batch "
        f"lanes, over prompt slots for twice the prompts whose num_samples={restem.num_samples} "
-       f"fill them), RestemConfig.max_new_tokens or max_prompt_len, or {shard_kv}"),
+       f"fill them), RestemConfig.max_new_tokens or max_prompt_len, or {SHARD_KV}"),
       ("evaluation sampler (pass@k)", pass_k,
        f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
-       f"EvalConfig.max_new_tokens, or {shard_kv}"),
+       f"EvalConfig.max_new_tokens, or {SHARD_KV}"),
       ("evaluation sampler (greedy)", greedy,
        f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts per "
-       f"data-parallel group) or RestemConfig.max_prompt_len, or {shard_kv}")]
+       f"data-parallel group) or RestemConfig.max_prompt_len, or {SHARD_KV}")]
 
 
 class Plan(NamedTuple):
@@ -94,8 +93,8 @@ def plan(topology: str, estimates: bool = True) -> Plan:
   m_step, evaluation = build(FinetuneConfig), build(EvalConfig)
   tpu = planning.tpu_slice(topology)
   mesh, rules = make_mesh(mesh_config, tpu.devices), mesh_config.rules
-  sample_mesh = sampling_layout.sampling_mesh(mesh, mesh_config.sample_tensor or (
-      sampling_layout.choose_tensor(model, model.num_params, mesh.size, tpu.hbm_bytes)))
+  sample_mesh = sampling_layout.sampling_mesh(mesh, model, mesh_config.sample_tensor,
+                                              tpu.hbm_bytes)
   samplers = sampler_settings(restem, evaluation)
   groups = sample_mesh.shape["data"]
 

@@ -84,9 +84,8 @@ class Engine:
     self.decoder = Decoder(model)
     self.abstract_params = P.abstract_params(self.decoder)
     self.param_shardings = P.param_shardings(self.decoder, mesh, rules)
-    self.sample_mesh = sampling_layout.sampling_mesh(mesh, sample_tensor or (
-        sampling_layout.choose_tensor(model, P.count(self.abstract_params), mesh.size,
-                                      sampling_layout.device_memory(mesh))))
+    self.sample_mesh = sampling_layout.sampling_mesh(mesh, model, sample_tensor,
+                                                     sampling_layout.device_memory(mesh))
     # sample_batch is per data-parallel group: a slice of n chips decodes n times the lanes.
     self.sampler = Sampler(model, self.sample_mesh, rules, pad_id=self.conventions.pad_id,
                            max_prompt_len=max_prompt_len,

@@ -30,13 +30,16 @@ from restem_jax.engine.partitioning import MESH_AXES
 WEIGHTS_SHARE = 0.4
 
 
-def sampling_mesh(mesh: Mesh, tensor: int) -> Mesh:
+def sampling_mesh(mesh: Mesh, model: ModelConfig, tensor: int = 0,
+                  device_bytes: int | None = None) -> Mesh:
   """The training mesh's devices, in the same order, as (data, 1, tensor).
 
+  tensor=0 takes the smallest split that fits `device_bytes` (`choose_tensor`).
   The same device order keeps one device assignment, so moving parameters
   between the two meshes is a resharding inside one program.
   """
   devices = np.asarray(mesh.devices).reshape(-1)
+  tensor = tensor or choose_tensor(model, model.num_params, len(devices), device_bytes)
   if tensor < 1 or len(devices) % tensor:
     raise ConfigError(f"MeshConfig.sample_tensor={tensor} must divide the {len(devices)} "
                       f"devices; choose one of {_divisors(len(devices))} (0: chosen to fit).")
