@@ -44,7 +44,7 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
       jax.tree.leaves(trainer.param_shardings)))
   # No device memory to fit on a CPU: sampling weights are whole on every device.
   sampling_replicated = all(x.sharding.is_fully_replicated
-                            for x in jax.tree.leaves(engine.for_sampling(params)))
+                            for x in jax.tree.leaves(engine.sampler.place(params)))
   rng = np.random.default_rng(0)
   batch = {"tokens": rng.integers(1, 128, (8, 16)).astype(np.int32),
            "target_mask": np.tile((np.arange(16) >= 6).astype(np.float32), (8, 1)),

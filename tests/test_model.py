@@ -8,7 +8,7 @@ from absl.testing import absltest, parameterized
 from restem_jax.engine import params as P
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError, ModelConfig
-from restem_jax.engine.model import KV, Decoder, causal_mask, decode_step, forward, unstack_layers
+from restem_jax.engine.model import KV, Decoder, causal_mask, forward, per_layer, unrolled
 from tests.utils import TINY, tiny_params
 
 VARIANTS = {
@@ -41,17 +41,35 @@ class ModelTest(parameterized.TestCase):
     logits, prefix = apply({"params": params}, tokens[:, None, :p], positions[:, None],
                                  causal_mask(valid[:, None]))
     np.testing.assert_allclose(logits[:, 0], full[:, :p], atol=1e-4)
-    layers = unstack_layers(params)
+    layers = per_layer(params)
     prefix = tuple(KV(prefix.k[i, :, 0], prefix.v[i, :, 0]) for i in range(cfg.num_layers))
     shape = (2, 1, cfg.num_kv_heads, g, cfg.head_dim)
     cache = tuple(KV(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(cfg.num_layers))
-    step_fn = jax.jit(lambda *a: decode_step(cfg, params, layers, *a))
+    step_fn = jax.jit(lambda *a: unrolled(cfg, layers, *a))
     for t in range(g):
       index = jnp.full((2, 1), t)
       step, cache = step_fn(tokens[:, None, p + t:p + t + 1], jnp.full((2, 1, 1), p + t),
                             jnp.broadcast_to(jnp.arange(g) <= t, (2, 1, 1, g)), prefix, valid,
                             cache, index)
       np.testing.assert_allclose(step[:, 0, 0], full[:, p + t], atol=1e-4)
+
+  @parameterized.named_parameters(*VARIANTS.items())
+  def test_unrolled_layers_equal_the_scanned_decoder(self, cfg):
+    """The sampler's forward over per-layer weights: same logits and keys as `Decoder`."""
+    model, params = Decoder(cfg), tiny_params(cfg)
+    tokens = jnp.asarray(np.random.default_rng(2).integers(1, cfg.vocab_size, (2, 1, 7)))
+    valid = jnp.ones((2, 1, 7), bool)
+    positions = jnp.broadcast_to(jnp.arange(7), (2, 1, 7))
+    logits, kv = model.apply({"params": params}, tokens, positions, causal_mask(valid))
+    ours, ours_kv = jax.jit(lambda *a: unrolled(cfg, per_layer(params), *a))(
+        tokens, positions, causal_mask(valid))
+    np.testing.assert_allclose(ours, logits, atol=1e-5)
+    for i, layer in enumerate(ours_kv):
+      np.testing.assert_allclose(layer.k, kv.k[i], atol=1e-5)
+      np.testing.assert_allclose(layer.v, kv.v[i], atol=1e-5)
+    last, _ = unrolled(cfg, per_layer(params), tokens, positions, causal_mask(valid),
+                       last_only=True)
+    np.testing.assert_allclose(last, logits[:, :, -1:], atol=1e-5)
 
   def test_left_padding_does_not_change_logits(self):
     model, params = Decoder(TINY), tiny_params()

@@ -125,11 +125,11 @@ class PlanningTest(absltest.TestCase):
     self.assertEqual(engine.sampler.rows, 4 * 8 * 4)  # 4 lanes x sample_batch per chip.
     config = SamplingConfig(num_samples=4, max_new_tokens=16)
     weights = SMALL.num_params * 2  # bfloat16
-    loop = engine.sampler.compile_ahead(engine.abstract_sampling_params, config)["decode"]
+    loop = engine.sampler.compile_ahead(config)["decode"]
     self.assertLess(collective_bytes(loop.as_text()).get("all-gather", 0), 0.02 * weights)
     # The training layout itself gathers every weight in the loop: the count sees them.
     in_place = Sampler(SMALL, fsdp, RULES, max_prompt_len=64, max_batch=8)
-    loop = in_place.compile_ahead(engine.abstract_params, config)["decode"]
+    loop = in_place.compile_ahead(config)["decode"]
     self.assertGreater(collective_bytes(loop.as_text())["all-gather"], weights)
 
   def test_the_roofline_counts_the_interconnect(self):

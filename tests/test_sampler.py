@@ -11,7 +11,6 @@ from absl.testing import absltest
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError
 from restem_jax.engine.model import Decoder, forward
-from restem_jax.engine.params import abstract_params
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
 from tests.utils import TINY, random_prompts, tiny_params
 
@@ -32,6 +31,14 @@ class SamplerTest(absltest.TestCase):
     super().setUpClass()
     cls.params = tiny_params()
     cls.prompts = random_prompts(5, TINY.vocab_size, seed=1)
+
+  def test_prefill_and_decode_update_the_state_in_place(self):
+    # The state (the KV cache above all) is donated to both programs: one that copied it
+    # would hold the cache twice.
+    programs = make_sampler().compile_ahead(SamplingConfig(num_samples=2, max_new_tokens=8))
+    for name, program in programs.items():
+      memory = program.memory_analysis()
+      self.assertGreater(memory.alias_size_in_bytes, 0.99 * memory.output_size_in_bytes, name)
 
   def test_greedy_equals_argmax_of_full_forward(self):
     out = make_sampler().sample(self.params, self.prompts, GREEDY)

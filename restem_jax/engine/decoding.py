@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from restem_jax.engine.config import ModelConfig
-from restem_jax.engine.model import KV, Decoder, causal_mask, decode_step, positions_of
+from restem_jax.engine.model import KV, causal_mask, positions_of, unrolled
 from restem_jax.engine.sampling import SamplingConfig, Stopping, draw
 
 
@@ -183,31 +183,32 @@ def _first_draws(config: SamplingConfig, logits: jax.Array, keys: jax.Array
               sample_keys, 0, config)
 
 
-def prefill(model: Decoder, shape: Shape, params, s: dict, tokens, valid, keys, order, into,
-            head: KV | None) -> dict:
+def prefill(cfg: ModelConfig, shape: Shape, params, s: dict, tokens, valid, keys, order, into,
+            head: tuple[KV, ...] | None) -> dict:
   """Prefills prompts into slots `into` (out-of-range slots are dropped) and starts lanes.
 
-  tokens/valid [R, T] are each prompt without the shared `head` (left-padded):
-  they attend to the head's keys, and a slot holds the head's keys, then theirs.
+  tokens/valid [R, T] are each prompt without the shared `head` (each layer's
+  keys [1, K, H, D]), left-padded: they attend to the head's keys, and a slot
+  holds the head's keys, then theirs.
   """
   rows = tokens.shape[0]
-  shared = 0 if head is None else head.k.shape[-2]
-  wide = lambda a: jnp.broadcast_to(a, a.shape[:1] + (rows,) + a.shape[2:])
-  context = None if head is None else KV(wide(head.k), wide(head.v))
-  logits, rest = model.apply(
-      {"params": params}, tokens[:, None], (shared + positions_of(valid))[:, None],
-      causal_mask(valid[:, None]), last_only=True, prefix=context,
-      prefix_mask=None if head is None else jnp.ones((rows, shared), bool))
+  shared = 0 if head is None else head[0].k.shape[-2]
+  wide = lambda a: jnp.broadcast_to(a, (rows,) + a.shape[1:])
+  context = None if head is None else tuple(KV(wide(kv.k), wide(kv.v)) for kv in head)
+  logits, rest = unrolled(
+      cfg, params, tokens[:, None], (shared + positions_of(valid))[:, None],
+      causal_mask(valid[:, None]), context,
+      None if head is None else jnp.ones((rows, shared), bool), last_only=True)
 
-  def keys_of(i: int, field: int) -> jax.Array:  # Layer i's keys (0) or values (1) of each row.
-    own = rest[field][i, :, 0]
+  def slot_keys(i: int, field: int) -> jax.Array:  # Layer i's keys (0) or values (1) per row.
+    own = rest[i][field][:, 0]
     return own if head is None else jnp.concatenate(
-        [context[field][i].astype(own.dtype), own], axis=-2)
+        [context[i][field].astype(own.dtype), own], axis=-2)
 
   put = lambda old, new: old.at[into].set(new.astype(old.dtype), mode="drop")
   full = jnp.concatenate([jnp.ones((rows, shared), bool), valid], axis=-1)
   first_token, first_logprob = _first_draws(shape.config, logits[:, 0, 0], keys)
-  s = dict(s, prefix=tuple(KV(put(old.k, keys_of(i, 0)), put(old.v, keys_of(i, 1)))
+  s = dict(s, prefix=tuple(KV(put(old.k, slot_keys(i, 0)), put(old.v, slot_keys(i, 1)))
                            for i, old in enumerate(s["prefix"])),
            prefix_mask=put(s["prefix_mask"], full), prompt_len=put(s["prompt_len"], full.sum(-1)),
            first_token=put(s["first_token"], first_token),
@@ -240,7 +241,7 @@ def _stop_lengths(shape: Shape, s: dict, out: jax.Array) -> jax.Array:
   return stop_len
 
 
-def step(model: Decoder, shape: Shape, params, layers, s: dict) -> dict:
+def step(cfg: ModelConfig, shape: Shape, params, s: dict) -> dict:
   """Records every lane's current token, ends finished samples, and draws the next tokens."""
   n, g = shape.config.num_samples, shape.config.max_new_tokens
   at = jnp.where(s["active"], s["sample"], n)  # Idle lanes write out of range: dropped.
@@ -256,8 +257,8 @@ def step(model: Decoder, shape: Shape, params, layers, s: dict) -> dict:
   prefix = tuple(SlotPrefix(kv, s["prefix_mask"], s["slot"], at, n, shape.groups)
                  for kv in s["prefix"])
   positions = _per_lane(shape, s["prompt_len"], s["slot"]) + s["t"]
-  step_logits, cache = decode_step(
-      model.cfg, params, layers, s["token"][:, None, None], positions[:, None, None],
+  step_logits, cache = unrolled(
+      cfg, params, s["token"][:, None, None], positions[:, None, None],
       (jnp.arange(g) <= s["t"][:, None])[:, None, None], prefix, None, s["cache"],
       s["t"][:, None])
   s = dict(s, out=out, out_logprobs=out_logprobs, lengths=lengths, cache=cache,
@@ -273,7 +274,7 @@ def free(shape: Shape, s: dict) -> jax.Array:
   return _grouped(shape.groups, of_group, s["next_sample"], s["slot"], s["active"])
 
 
-def decode(model: Decoder, shape: Shape, params, layers, s: dict, need, more
+def decode(cfg: ModelConfig, shape: Shape, params, s: dict, need, more
            ) -> tuple[dict, jax.Array]:
   """Decode steps until `need` slots are free, no lane is active, or (with `more`
   prompts waiting) a lane idles for want of samples while a slot is free."""
@@ -281,7 +282,7 @@ def decode(model: Decoder, shape: Shape, params, layers, s: dict, need, more
     free_slots = jnp.sum(free(shape, s))
     starving = more & ~jnp.all(s["active"]) & (jnp.sum(_pending(shape, s["next_sample"])) == 0)
     return jnp.any(s["active"]) & (free_slots < need) & ~(starving & (free_slots > 0))
-  s = jax.lax.while_loop(going, lambda s: step(model, shape, params, layers, s), s)
+  s = jax.lax.while_loop(going, lambda s: step(cfg, shape, params, s), s)
   return s, free(shape, s)
 
 

@@ -11,7 +11,6 @@ evaluation and the SFT control cannot disagree on BOS, EOS or shardings.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import jax
@@ -90,11 +89,6 @@ class Engine:
     self.sampler = Sampler(model, self.sample_mesh, rules, pad_id=self.conventions.pad_id,
                            max_prompt_len=max_prompt_len,
                            max_batch=sample_batch * self.sample_mesh.shape["data"])
-    self._for_sampling = jax.jit(
-        functools.partial(sampling_layout.for_decoding, model, P.param_names(self.decoder)),
-        out_shardings=self.sampler.param_shardings)
-    self.abstract_sampling_params = partitioning.abstract_on(
-        sampling_layout.abstract_decoding_params(model), self.sampler.param_shardings)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
     self._score_buckets = buckets(data_parallel, max(sample_batch, data_parallel))
     self._trainers: dict[tuple[OptimizerConfig, int], Trainer] = {}
@@ -141,14 +135,6 @@ class Engine:
     """Host or differently placed parameters onto this engine's shardings."""
     return P.place(params, self.param_shardings)
 
-  def for_sampling(self, params: Any) -> Any:
-    """The parameters in the sampler's layout (`sampling_layout`): a resharded copy, unless
-    they are in it already (one device, float32), which costs nothing."""
-    if all(x.sharding == y.sharding and x.dtype == y.dtype for x, y in zip(
-        jax.tree.leaves(params), jax.tree.leaves(self.abstract_sampling_params))):
-      return params
-    return self._for_sampling(params)
-
   # --------------------------------------------------------------------------- generation
 
   def sample(self, params: Any, prompts: Sequence[Sequence[int]], config: SamplingConfig,
@@ -161,7 +147,7 @@ class Engine:
     bar = tqdm(total=len(prompts), desc=desc, unit="problem", leave=False,
                disable=desc is None or jax.process_index() != 0)
     try:
-      return self.sampler.sample(self.for_sampling(params), prompts, config, seed, prompt_ids,
+      return self.sampler.sample(params, prompts, config, seed, prompt_ids,
                                  self.stopping() if stopping is None else stopping, bar.update)
     finally:
       bar.close()
@@ -185,7 +171,7 @@ class Engine:
 
     `layout`: prompts whose shapes the call takes (`Sampler.stream`)."""
     layout_ids = None if layout is None else [self.encode_prompt(p) for p in layout]
-    for i, row in self.sampler.stream(self.for_sampling(params),
+    for i, row in self.sampler.stream(params,
                                       [self.encode_prompt(p) for p in prompts], config,
                                       seed, prompt_ids, self.stopping(stop_strings), layout_ids):
       yield i, self._completions(row, stop_strings)

@@ -233,7 +233,7 @@ class Decoder(nn.Module):
     visible where `prefix_mask` [B, P]) holds keys already computed, e.g. a
     prompt head shared by every prompt. `at` [B, N, A] computes the head at
     those positions only (logits [B, N, A, vocab]): training needs it where
-    the next token is a target. Decoding with a cache is `decode_step`.
+    the next token is a target. The sampler runs `unrolled`.
     """
     cfg = self.cfg
     embedding = self.param(
@@ -265,34 +265,46 @@ class Decoder(nn.Module):
     return _logits(x, head), kv
 
 
-def unstack_layers(params) -> tuple:
-  """The scanned layers' parameters as one tree per layer (for `decode_step`)."""
-  return tuple(jax.tree.map(lambda a, i=i: a[i], params["layers"])
-               for i in range(jax.tree.leaves(params["layers"])[0].shape[0]))
+def per_layer(params) -> dict:
+  """The parameters with the scanned layers as one tree per layer (for `unrolled`).
 
-
-def decode_step(cfg: ModelConfig, params, layers: Sequence, tokens: Array, positions: Array,
-                own_mask: Array, prefix: Sequence, prefix_mask: Array | None,
-                cache: Sequence[KV], cache_index: Array) -> tuple[Array, tuple[KV, ...]]:
-  """One decode step of `Decoder` with its layers unrolled: logits [B, N, 1, vocab] and the cache.
-
-  Each layer's weights (`layers`, from `unstack_layers`), prompt keys and
-  cache are arrays of their own: inside a decode loop, slicing a layer out
-  of stacked [layers, ...] arrays copies it at every step (the weights, and
-  a scan's stacked cache twice over); here nothing is copied and each
-  layer's cache is updated in place. `prefix` holds each layer's prompt
-  segment, as `_attend` takes it.
+  Inside a decode loop, slicing a layer out of stacked [layers, ...] arrays
+  copies it at every step; weights held per layer are read in place.
   """
+  stacked = params["layers"]
+  count = jax.tree.leaves(stacked)[0].shape[0]
+  return dict(params, layers=tuple(jax.tree.map(lambda a, i=i: a[i], stacked)
+                                   for i in range(count)))
+
+
+def unrolled(cfg: ModelConfig, params, tokens: Array, positions: Array, own_mask: Array,
+             prefix: Sequence | None = None, prefix_mask: Array | None = None,
+             cache: Sequence[KV] | None = None, cache_index: Array | None = None,
+             last_only: bool = False) -> tuple[Array, tuple[KV, ...]]:
+  """`Decoder` over per-layer weights (`per_layer`), its layers unrolled: logits and each
+  layer's keys and values.
+
+  The sampler's prefill and decode step both run this, so a sampling call
+  holds one copy of the weights. Each layer's prompt keys (`prefix`, as
+  `_attend` takes them) and cache are arrays of their own: a decode step
+  updates each layer's cache in place (`cache_index` [B, N] per row), where
+  a scan over a stacked cache would copy it twice over.
+  """
+  layers = params["layers"]
+  prefix = (None,) * len(layers) if prefix is None else prefix
+  cache = (None,) * len(layers) if cache is None else cache
   x = _embed(cfg, params["embedding"], tokens)
   block = Block(cfg)
-  new_cache = []
+  kvs = []
   for layer, layer_prefix, layer_cache in zip(layers, prefix, cache):
     x, kv = block.apply({"params": layer}, x, (layer_prefix, layer_cache), positions, own_mask,
                         prefix_mask, cache_index)
-    new_cache.append(kv)
+    kvs.append(kv)
+  if last_only:
+    x = x[:, :, -1:]
   x = RMSNorm(cfg).apply({"params": params["final_norm"]}, x)
   head = params["embedding"].T if cfg.tie_embeddings else params["head"]
-  return _logits(x, head), tuple(new_cache)
+  return _logits(x, head), tuple(kvs)
 
 
 def positions_of(valid: Array) -> Array:

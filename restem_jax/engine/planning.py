@@ -29,7 +29,6 @@ from restem_jax.engine.collectives import collective_bytes
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.params import abstract_params
 from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
-from restem_jax.engine.sampling_layout import abstract_decoding_params
 from restem_jax.engine.trainer import OptimizerConfig, Trainer
 
 GIB = 1024 ** 3
@@ -140,7 +139,9 @@ class Program:
 
 
 def _compile(compile_fn: Callable[[], Any]) -> tuple[Any, int, str]:
-  """(compiled or None, its peak or the total XLA asked for, XLA's refusal)."""
+  """(compiled or None, its peak or the total XLA asked for, XLA's refusal).
+
+  `compile_fn` may return several programs by name: their peak is the largest."""
   try:
     compiled = compile_fn()
   except jax.errors.JaxRuntimeError as e:
@@ -148,7 +149,8 @@ def _compile(compile_fn: Callable[[], Any]) -> tuple[Any, int, str]:
       raise
     message = str(e).split("RESOURCE_EXHAUSTED:", 1)[-1].strip().splitlines()[0]
     return None, _required_bytes(message), message
-  return compiled, compiled.memory_analysis().peak_memory_in_bytes, ""
+  programs = compiled.values() if isinstance(compiled, dict) else [compiled]
+  return compiled, max(p.memory_analysis().peak_memory_in_bytes for p in programs), ""
 
 
 def _required_bytes(message: str) -> int:
@@ -286,34 +288,30 @@ def _kv_bytes(model: ModelConfig, mesh: Mesh, rules: partitioning.Rules, slots: 
 def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.Rules,
                  sampling: SamplingConfig, batch: int, prompt_len: int, tpu: Slice,
                  knobs: str, estimates: bool = True) -> Program:
-  """The sampler's decode loop at its largest bucket: `batch` slots of `prompt_len` tokens.
+  """The sampler at its largest bucket: `batch` slots of `prompt_len` tokens.
 
   `mesh` is the sampling mesh (`sampling_layout`), with the weights as decoding reads them.
+  Memory is the larger of the prefill's and the decode loop's peaks.
   """
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
   slots, rows = sampler.slots_for(sampling), sampler.rows
-  params = abstract_decoding_params(model)
   stopping = Stopping((0,))
-  compiled, peak, refusal = _compile(
-      lambda: sampler.compile_ahead(params, sampling, stopping)["decode"])
+  compiled, peak, refusal = _compile(lambda: sampler.compile_ahead(sampling, stopping))
   kv = _kv_bytes(model, mesh, rules, slots, rows, prompt_len, sampling)
-  weights = _shard_bytes(params, sampler.param_shardings)
-  # The decode loop reads per-layer copies of the layer weights (made once per call).
-  layer_weights = _shard_bytes(params["layers"], sampler.param_shardings["layers"])
-  parts = {"parameters": weights, "per-layer weight copies": layer_weights, "KV cache": kv}
+  weights = _shard_bytes(sampler.abstract_params, sampler.param_shardings)
+  parts = {"parameters": weights, "KV cache": kv}
   shape = (f"{rows} lanes over {slots} prompt slots ({sampling.num_samples} samples each), "
            f"{prompt_len} prompt + {sampling.max_new_tokens} new tokens")
   if compiled is None:  # XLA's figure is the whole program's, arguments included.
     parts["other temporaries"] = max(peak - sum(parts.values()), 0)
     return Program(name, shape, sum(parts.values()), parts, {}, {}, {}, {}, knobs, refusal)
-  parts["other temporaries"] = max(peak - weights - layer_weights - kv, 0)
+  parts["other temporaries"] = max(peak - weights - kv, 0)
   if not estimates:
     return Program(name, shape, peak, parts, {}, {}, {}, {}, knobs)
 
   def costs_of(probe: ModelConfig) -> dict[str, tuple[float, float]]:
     compiled = Sampler(probe, mesh, rules, max_prompt_len=prompt_len, max_batch=batch
-                       ).compile_ahead(abstract_decoding_params(probe), sampling, stopping,
-                                       parts=True)
+                       ).compile_ahead(sampling, stopping, parts=True)
     return {part: _costs(program) for part, program in compiled.items()}
 
   costs = _layer_costs(model, costs_of)

@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from restem_jax.engine import decoding, multihost, partitioning
+from restem_jax.engine import decoding, multihost, partitioning, sampling_layout
 from restem_jax.engine.config import ConfigError, ModelConfig
 from restem_jax.engine.decoding import Shape
 from restem_jax.engine.layout import buckets, pick, round_up, shared_head
-from restem_jax.engine.model import KV, Decoder, causal_mask, positions_of, unstack_layers
-from restem_jax.engine.params import param_shardings
+from restem_jax.engine import params as P
+from restem_jax.engine.model import KV, Decoder, causal_mask, per_layer, positions_of, unrolled
 from restem_jax.engine.sampling import SamplingConfig, Stopping
 
 __all__ = ["CallStats", "Sampler", "SamplingConfig", "Samples", "Stopping", "buckets", "pick"]
@@ -91,7 +91,15 @@ class Sampler:
     self.data_parallel, self.lanes, self._refill = data_parallel, lanes, refill
     self.rows = round_up(max_batch * lanes, data_parallel)
     self.share_head = share_head
-    self.param_shardings = param_shardings(self.model, mesh, rules)
+    stacked = P.param_shardings(self.model, mesh, rules)
+    self.param_shardings = dict(stacked, layers=self._layer_shardings(stacked["layers"]))
+    self.abstract_params = partitioning.abstract_on(
+        jax.eval_shape(per_layer, sampling_layout.abstract_decoding_params(model_config)),
+        self.param_shardings)
+    names = P.param_names(self.model)
+    self._place = jax.jit(
+        lambda p: per_layer(sampling_layout.for_decoding(model_config, names, p)),
+        out_shardings=self.param_shardings)
     self._jitted: dict[tuple, Any] = {}
     self.compilations: collections.Counter[str] = collections.Counter()
     self.last_call: CallStats | None = None
@@ -168,12 +176,12 @@ class Sampler:
            for p in prompts):
       raise ValueError("every prompt must fit the layout's prompt bucket and start with its "
                        "shared head: pass a layout that includes the prompts.")
+    params = self.place(params)
     head = self._head(params, prompts[0][:shared]) if shared else None
     base = jax.random.PRNGKey(seed)
     keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.asarray(prompt_ids, jnp.uint32)))
     state = self._function("empty", shape)()
-    layers = self._unstack()(params)
     slots, refill = shape.slots, self.refill_for(shape.slots)
     # Free slots are taken round-robin over the groups, which then hold equal shares.
     per_group = slots // shape.groups
@@ -206,7 +214,7 @@ class Sampler:
         return
       need = min(refill, len(pending)) if pending else slots
       state, free = self._function("decode", shape)(
-          params, layers, state, scalar(np.int32(need)), scalar(bool(pending)))
+          params, state, scalar(np.int32(need)), scalar(bool(pending)))
       free = np.asarray(free)
 
   def _check(self, prompts: Sequence[Sequence[int]]) -> None:
@@ -218,18 +226,26 @@ class Sampler:
             "or shorten the prompt (fewer few-shot exemplars)." if prompt else
             f"prompt {i} is empty; every prompt needs at least one token (e.g. BOS).")
 
-  def _head(self, params, ids: Sequence[int]) -> KV:
-    """Keys of the prompts' shared head, [layers, 1, kv_heads, len(ids), head_dim]."""
+  def place(self, params: Any) -> Any:
+    """Parameters as the sampler reads them (`sampling_layout`): the compute dtype, each
+    layer's weights an array of its own (`per_layer`), on the sampling mesh. A stacked tree
+    from any layout is resharded and cast in one program; the copy lives as long as the
+    caller holds it (a call's, in `stream`)."""
+    if isinstance(params["layers"], tuple):
+      return jax.device_put(params, self.param_shardings)
+    return self._place(params)
+
+  def _head(self, params, ids: Sequence[int]) -> tuple[KV, ...]:
+    """Keys of the prompts' shared head, per layer [1, kv_heads, len(ids), head_dim]."""
     key = ("head", len(ids))
     if key not in self._jitted:
       def keys_of(params, tokens):
         self.compilations["head"] += 1
         valid = jnp.ones(tokens.shape, bool)
         with partitioning.sharding_context(self.mesh, self.rules):
-          _, kv = self.model.apply({"params": params}, tokens[:, None],
-                                   positions_of(valid)[:, None], causal_mask(valid[:, None]),
-                                   last_only=True)
-        return KV(kv.k[:, :, 0], kv.v[:, :, 0])
+          _, kv = unrolled(self.model.cfg, params, tokens[:, None], positions_of(valid)[:, None],
+                           causal_mask(valid[:, None]), last_only=True)
+        return tuple(KV(layer.k[:, 0], layer.v[:, 0]) for layer in kv)
       self._jitted[key] = jax.jit(keys_of, out_shardings=partitioning.replicated(self.mesh))
     tokens = multihost.global_array(np.asarray([ids], np.int32), partitioning.replicated(self.mesh))
     return self._jitted[key](params, tokens)
@@ -237,7 +253,7 @@ class Sampler:
   def _prefill(self, params, state, shape: Shape, prompts, keys, order, into, head: KV | None,
                rows: int):
     """Prefills `prompts` (each without the shared head), left-padded to the rest's length."""
-    length = shape.length - (0 if head is None else head.k.shape[-2])
+    length = shape.length - (0 if head is None else head[0].k.shape[-2])
     tokens = np.full((rows, length), self.pad_id, np.int32)
     valid = np.zeros((rows, length), bool)
     for row, prompt in enumerate(prompts):
@@ -283,27 +299,21 @@ class Sampler:
       return jax.jit(traced(lambda: decoding.empty(self.model.cfg, shape, self.pad_id)),
                      out_shardings=state)
     if name == "prefill":
-      return jax.jit(traced(lambda *a: decoding.prefill(self.model, shape, *a)),
+      return jax.jit(traced(lambda *a: decoding.prefill(self.model.cfg, shape, *a)),
                      donate_argnums=1, out_shardings=state)
     if name == "decode":
-      return jax.jit(traced(lambda *a: decoding.decode(self.model, shape, *a)),
-                     donate_argnums=2, out_shardings=(state, replicated))
+      return jax.jit(traced(lambda *a: decoding.decode(self.model.cfg, shape, *a)),
+                     donate_argnums=1, out_shardings=(state, replicated))
     assert name == "collect"
     return jax.jit(traced(lambda *a: decoding.collect(self.pad_id, *a)),
                    out_shardings=replicated)
 
-  def _layer_shardings(self) -> tuple:
-    """`unstack_layers`' output shardings: each layer as stacked, less the layer axis."""
-    per_layer = jax.tree.map(
+  def _layer_shardings(self, stacked: Any) -> tuple:
+    """`per_layer`'s layer shardings: each layer as stacked, less the layer axis."""
+    one = jax.tree.map(
         lambda s: jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*s.spec[1:])),
-        self.param_shardings["layers"])
-    return (per_layer,) * self.model.cfg.num_layers
-
-  def _unstack(self):
-    """Per-layer copies of the weights, made once per call: the decode loop never slices."""
-    if "unstack" not in self._jitted:
-      self._jitted["unstack"] = jax.jit(unstack_layers, out_shardings=self._layer_shardings())
-    return self._jitted["unstack"]
+        stacked)
+    return (one,) * self.model.cfg.num_layers
 
   def _state_shardings(self, shapes: dict) -> dict:
     spec = lambda name: jax.sharding.PartitionSpec(*decoding.AXES[name])
@@ -311,8 +321,8 @@ class Sampler:
              for name, value in shapes.items()}
     return partitioning.tree_shardings(shapes, names, self.mesh, self.rules)
 
-  def compile_ahead(self, abstract_params: Any, config: SamplingConfig,
-                    stopping: Stopping = Stopping(), *, parts: bool = False) -> dict[str, Any]:
+  def compile_ahead(self, config: SamplingConfig, stopping: Stopping = Stopping(), *,
+                    parts: bool = False) -> dict[str, Any]:
     """Compiles the largest bucket from shapes alone, for any mesh (e.g. a TPU topology).
 
     Returns {"prefill": `refill` prompts, "decode": the decode loop};
@@ -327,7 +337,7 @@ class Sampler:
     replicated = partitioning.replicated(self.mesh)
     spec = lambda size, dtype, sharding=batch: jax.ShapeDtypeStruct(size, dtype,
                                                                     sharding=sharding)
-    params = partitioning.abstract_on(abstract_params, self.param_shardings)
+    params = self.abstract_params
     shapes = jax.eval_shape(lambda: decoding.empty(self.model.cfg, shape, self.pad_id))
     state = partitioning.abstract_on(shapes, self._state_shardings(shapes))
     out = {"prefill": self._function("prefill", shape).lower(
@@ -335,17 +345,15 @@ class Sampler:
         spec((rows, shape.length), jnp.bool_), spec((rows, 2), jnp.uint32),
         spec((rows,), jnp.int32, replicated), spec((rows,), jnp.int32, replicated),
         None).compile()}
-    layers = partitioning.abstract_on(jax.eval_shape(unstack_layers, params),
-                                      self._layer_shardings())
     if not parts:
       out["decode"] = self._function("decode", shape).lower(
-          params, layers, state, spec((), jnp.int32, replicated),
+          params, state, spec((), jnp.int32, replicated),
           spec((), jnp.bool_, replicated)).compile()
       return out
 
     def step(*args):
       with partitioning.sharding_context(self.mesh, self.rules):
-        return decoding.step(self.model, shape, *args)
+        return decoding.step(self.model.cfg, shape, *args)
     out["decode_step"] = jax.jit(step, out_shardings=self._state_shardings(shapes)).lower(
-        params, layers, state).compile()
+        params, state).compile()
     return out

@@ -7,7 +7,9 @@ interconnect for every token. The policy is frozen for a sampling call (an
 E-step, an evaluation, a validation check), so its weights move once per call
 into a mesh over the same devices without an fsdp axis: replicated within
 data-parallel groups, split over `tensor` only as far as they must be to fit,
-in the compute dtype. The copy lives as long as the call.
+in the compute dtype, each layer's weights an array of their own (the
+sampler's prefill and decode step both read them, so a call holds one copy).
+The copy lives as long as the call.
 """
 
 from __future__ import annotations
