@@ -9,7 +9,8 @@ The gin files give the model (`ModelConfig`), its vocabulary
 greedy pass@1, pass@k at T=1.0 top-p 0.95, maj@k) and the sampler limits
 (`RestemConfig.max_prompt_len`, `sample_batch`). For every task it writes
 WORKDIR/<task>/metrics.json with the loop's keys (`test_pass@1`, `pass@k`,
-`maj@k`; the loop's `val_reward` and `train_solve_rate` do not apply), and
+`maj@k`; the loop's `val_reward` and `train_solve_rate` do not apply; BBH adds
+greedy `subtask_accuracy` and their mean `macro_accuracy`), and
 WORKDIR/transfer_summary.json with all of them. A rerun skips finished tasks.
 
 Paper transfer pairs: trained on MATH -> GSM8K; trained on APPS -> HumanEval.

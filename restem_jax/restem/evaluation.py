@@ -54,20 +54,32 @@ class Evaluator:
     return self.engine.generate(params, [p.prompt for p in problems], sampling, seed,
                                 range(len(problems)), self.task.stop_strings, desc)
 
-  def mean_reward(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
-                  seed: int, desc: str | None = None) -> float:
-    """Mean reward over every sample of every problem (greedy: one per problem)."""
+  def rewards(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
+              seed: int, desc: str | None = None) -> np.ndarray:
+    """Every sample's reward, [problems, samples]."""
     if not problems:
-      return 0.0
+      return np.zeros((0, sampling.num_samples))
     completions = self._generate(params, problems, sampling, seed, desc)
     records = [p.record for p, row in zip(problems, completions) for _ in row]
     rewards = rewarding.score(self.task, records, [c.text for row in completions for c in row])
-    return float(np.mean(rewards))
+    return np.asarray(rewards, np.float64).reshape(len(problems), -1)
+
+  def mean_reward(self, params: Any, problems: Sequence[Problem], sampling: SamplingConfig,
+                  seed: int, desc: str | None = None) -> float:
+    """Mean reward over every sample of every problem (greedy: one per problem)."""
+    rewards = self.rewards(params, problems, sampling, seed, desc)
+    return float(np.mean(rewards)) if rewards.size else 0.0
+
+  def greedy_rewards(self, params: Any, problems: Sequence[Problem],
+                     desc: str | None = None) -> np.ndarray:
+    """Each problem's greedy reward."""
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
+    return self.rewards(params, problems, greedy, self.config.seed, desc)[:, 0]
 
   def greedy_pass_at_1(self, params: Any, problems: Sequence[Problem],
                        desc: str | None = None) -> float:
-    greedy = SamplingConfig(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
-    return self.mean_reward(params, problems, greedy, self.config.seed, desc)
+    rewards = self.greedy_rewards(params, problems, desc)
+    return float(np.mean(rewards)) if rewards.size else 0.0
 
   def evaluate(self, params: Any, *, test: Sequence[Problem], validation: Sequence[Problem],
                train: Sequence[Problem], train_sampling: SamplingConfig,
@@ -77,8 +89,11 @@ class Evaluator:
     cfg = self.config
     if val_reward is None:
       val_reward = self.greedy_pass_at_1(params, validation, "eval: validation")
-    result = {"test_pass@1": self.greedy_pass_at_1(params, test, "eval: test greedy"),
+    greedy = self.greedy_rewards(params, test, "eval: test greedy")
+    result = {"test_pass@1": float(np.mean(greedy)) if greedy.size else 0.0,
               "val_reward": val_reward}
+    if test and "subtask" in test[0].record:  # BIG-Bench Hard: its subtasks and their mean.
+      result.update(metrics.subtask_metrics([p.record["subtask"] for p in test], greedy))
     result.update(self._sampled(params, test))
     solve = dataclasses.replace(train_sampling, num_samples=cfg.train_eval_samples,
                                 max_new_tokens=cfg.max_new_tokens)

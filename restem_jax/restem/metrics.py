@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
@@ -29,3 +29,15 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Hashable | None:
     return None
   best = max(counts.values())
   return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def subtask_metrics(subtasks: Sequence[str], rewards: Sequence[float]) -> dict[str, Any]:
+  """Accuracy per subtask and their unweighted mean (BIG-Bench Hard's headline number)."""
+  if len(subtasks) != len(rewards):
+    raise ValueError(f"{len(subtasks)} subtasks for {len(rewards)} rewards")
+  by_subtask: dict[str, list[float]] = collections.defaultdict(list)
+  for subtask, reward in zip(subtasks, rewards):
+    by_subtask[subtask].append(float(reward))
+  accuracy = {s: float(np.mean(r)) for s, r in sorted(by_subtask.items())}
+  return {"subtask_accuracy": accuracy,
+          "macro_accuracy": float(np.mean(list(accuracy.values()))) if accuracy else 0.0}

@@ -1,4 +1,4 @@
-"""Binary rewards for ReST^EM: MATH, GSM8K, APPS and HumanEval.
+"""Binary rewards for ReST^EM: MATH, GSM8K, APPS, HumanEval and BIG-Bench Hard ("bbh").
 
     from restem_jax import rewards
     reward = rewards.get_reward("math")
@@ -6,6 +6,7 @@
     rewards.score_batch("humaneval", problems, completions)  # input order
     future = rewards.score_batch_async("apps", problems, completions)
     rewards.extract_answer("math", completion)       # for maj@k
+    rewards.score_batch("bbh", [{"input": q, "target": "(A)", "subtask": s}], [completion])
     rewards.check_record("apps", problem)            # ValueError if it cannot be scored
 
 Every check runs in a pool of worker processes with a hard deadline, and
@@ -53,7 +54,7 @@ class Reward:
 
 
 def get_reward(task: str) -> Reward:
-  """The reward callable for "math", "gsm8k", "apps" or "humaneval"."""
+  """The reward callable for "math", "gsm8k", "apps", "humaneval" or "bbh"."""
   return Reward(task)
 
 

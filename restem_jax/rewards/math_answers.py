@@ -20,6 +20,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Mapping
 
+from restem_jax.rewards import bbh
+
 if TYPE_CHECKING:
   from restem_jax.rewards import math_guard
 
@@ -289,8 +291,8 @@ def extract_answer(task: str, completion: str) -> str | None:
   """Normalised, hashable final answer for majority voting (maj@k).
 
   String-level only (no sympy), so it is safe to call in the loop's process:
-  answers are grouped by their Minerva-normalised form (MATH) or canonical
-  number (GSM8K).
+  answers are grouped by their Minerva-normalised form (MATH), canonical
+  number (GSM8K) or the answer BBH's exact match compares (rewards/bbh.py).
   """
   if task == "math":
     pred = math_prediction(completion)
@@ -299,4 +301,6 @@ def extract_answer(task: str, completion: str) -> str | None:
     return normalize_final_answer(pred) or None
   if task == "gsm8k":
     return gsm8k_prediction(completion)
-  raise ValueError(f"extract_answer supports 'math' and 'gsm8k', not {task!r}")
+  if task == "bbh":  # Without a record the mode is read off the completion.
+    return bbh.extract_answer(completion)
+  raise ValueError(f"extract_answer supports 'math', 'gsm8k' and 'bbh', not {task!r}")

@@ -13,7 +13,7 @@ import ast
 import keyword
 from typing import Any, Mapping
 
-from restem_jax.rewards import apps, math_answers
+from restem_jax.rewards import apps, bbh, math_answers
 from restem_jax.rewards.scoring import check_task
 
 _SHOWN = 60  # Characters of an offending value quoted in a reason.
@@ -86,5 +86,13 @@ def _check_humaneval(record: Mapping[str, Any]) -> None:
     raise ValueError("test defines no check(candidate) function")
 
 
+def _check_bbh(record: Mapping[str, Any]) -> None:
+  bbh.gold(record)
+  bbh.record_mode(record)
+  bad = [f for f in ("input", "subtask") if not isinstance(record.get(f, ""), str)]
+  if bad:
+    raise ValueError(f"field(s) {bad} must be strings")
+
+
 _CHECKS = {"math": _check_math, "gsm8k": _check_gsm8k, "apps": _check_apps,
-           "humaneval": _check_humaneval}
+           "humaneval": _check_humaneval, "bbh": _check_bbh}

@@ -1,14 +1,14 @@
-"""The four tasks: how to score one (problem, completion) pair and how long to allow."""
+"""The tasks: how to score one (problem, completion) pair and how long to allow."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from restem_jax.rewards import apps, humaneval, math_answers
+from restem_jax.rewards import apps, bbh, humaneval, math_answers
 from restem_jax.rewards.sandbox import Sandbox
 
-TASKS = ("math", "gsm8k", "apps", "humaneval")
+TASKS = ("math", "gsm8k", "apps", "humaneval", "bbh")
 CODE_TASKS = ("apps", "humaneval")
 
 
@@ -47,6 +47,8 @@ def score(task: str, problem: Mapping[str, Any], completion: str,
     return math_answers.score_math(problem, completion)
   if task == "gsm8k":
     return math_answers.score_gsm8k(problem, completion)
+  if task == "bbh":
+    return bbh.score_bbh(problem, completion)
   if task == "humaneval":
     return humaneval.score_humaneval(problem, completion, sandbox(),
                                      options.humaneval_timeout)
@@ -60,7 +62,7 @@ def deadline(task: str, problem: Mapping[str, Any],
   For code the sandbox enforces the real limits; this only catches a stuck
   worker, so it is generous (it includes starting a sandbox).
   """
-  if task in ("math", "gsm8k"):
+  if task in ("math", "gsm8k", "bbh"):  # BBH: string matching, well within the math limit.
     return options.math_timeout
   if task == "humaneval":
     return options.humaneval_timeout + 60
