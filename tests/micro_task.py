@@ -20,7 +20,9 @@ def _problems(split: str, count: int, seed: int):
     digits = rng.sample("123456789", 3)
     answer = max(digits)
     out.append(base.Problem(id=f"{split}-{i}", prompt=" ".join(digits) + "\n",
-                            record={"answer": answer}, reference=answer))
+                            # A difficulty level, as MATH records have one.
+                            record={"answer": answer, "level": f"Level {int(answer) // 4}"},
+                            reference=answer))
   return out
 
 

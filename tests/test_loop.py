@@ -88,6 +88,11 @@ class LoopTest(absltest.TestCase):
     for key in ("test_pass@1", "val_reward", "train_solve_rate", "num_kept", "pass@k", "maj@k"):
       self.assertIn(key, iterations[1])
     self.assertEqual(set(iterations[0]["pass@k"]), {"1", "4"})
+    for m in iterations:  # The curve holds every k up to the 4 samples, pass@k among them.
+      self.assertLen(m["pass@k_curve"], 4)
+      self.assertEqual([m["pass@k_curve"][k - 1] for k in (1, 4)],
+                       [m["pass@k"]["1"], m["pass@k"]["4"]])
+      self.assertEqual(m["pass@k_curve"], sorted(m["pass@k_curve"]))
     self.assertIn(summary["best_iteration"], (0, 1, 2))
     best_val = max(m["val_reward"] for m in iterations)
     self.assertEqual(iterations[summary["best_iteration"]]["val_reward"], best_val)

@@ -6,6 +6,7 @@ from absl.testing import absltest
 
 from restem_jax.restem.e_step import Sample
 from restem_jax.restem.filtering import filter_samples
+from restem_jax.restem import metrics
 from restem_jax.restem.metrics import majority_vote, pass_at_k
 
 
@@ -34,6 +35,15 @@ class PassAtKTest(absltest.TestCase):
     self.assertEqual(majority_vote(["3", None, "4", "4", "3"]), "3")  # tie: first seen
     self.assertEqual(majority_vote(["1", "2", "2"]), "2")
     self.assertIsNone(majority_vote([None, None]))
+
+
+class MeanByTest(absltest.TestCase):
+
+  def test_groups_in_sorted_order(self):
+    self.assertEqual(metrics.mean_by(["Level 2", "Level 1", "Level 2"], [1.0, 0.0, 0.0]),
+                     {"Level 1": 0.0, "Level 2": 0.5})
+    with self.assertRaises(ValueError):
+      metrics.mean_by(["a"], [])
 
 
 class FilterTest(absltest.TestCase):

@@ -26,7 +26,8 @@ EVAL = EvalConfig(pass_k_samples=2, pass_ks=(1, 2), maj_ks=(2,), max_new_tokens=
 
 def _parity_task():
   """A task a random model half solves (even-length answers), so metrics are not 0 or 1."""
-  problems = [base.Problem(id=str(i), prompt=f"{i} -> ", record={}) for i in range(8)]
+  problems = [base.Problem(id=str(i), prompt=f"{i} -> ", record={"level": f"Level {i % 2}"})
+               for i in range(8)]
   return base.register(base.TaskSpec(
       name="transfer_parity", load_split=lambda split: problems, splits=("test",),
       reward=lambda record, completion: float(len(completion) % 2 == 0),
@@ -68,8 +69,12 @@ class TransferTest(absltest.TestCase):
       rewards = np.asarray([[task.reward({}, c.text) for c in row] for row in sampled])
       result = summary[task.name]
       self.assertBetween(rewards.mean(), 0.25, 0.75)  # Mixed, so equality below says something.
-      self.assertEqual(result["test_pass@1"],
-                       np.mean([task.reward({}, row[0].text) for row in greedy]))
+      greedy_rewards = [task.reward({}, row[0].text) for row in greedy]
+      self.assertEqual(result["test_pass@1"], np.mean(greedy_rewards))
+      # Records with a difficulty level: greedy pass@1 per level (one problem each here).
+      self.assertEqual(result["test_pass@1_by_level"],
+                       {"Level 0": greedy_rewards[0], "Level 1": greedy_rewards[1]})
+      self.assertEqual(result["pass@k_curve"], [result["pass@k"]["1"], result["pass@k"]["2"]])
       self.assertAlmostEqual(result["pass@k"]["1"], rewards.mean())
       self.assertAlmostEqual(result["pass@k"]["2"], np.mean(
           [metrics.pass_at_k(2, int(c), 2) for c in rewards.sum(axis=1)]))

@@ -94,6 +94,9 @@ class Evaluator:
               "val_reward": val_reward}
     if test and "subtask" in test[0].record:  # BIG-Bench Hard: its subtasks and their mean.
       result.update(metrics.subtask_metrics([p.record["subtask"] for p in test], greedy))
+    if test and "level" in test[0].record:  # MATH: gains by difficulty, as the paper plots.
+      result["test_pass@1_by_level"] = metrics.mean_by(
+          [str(p.record["level"]) for p in test], greedy)
     result.update(self._sampled(params, test))
     solve = dataclasses.replace(train_sampling, num_samples=cfg.train_eval_samples,
                                 max_new_tokens=cfg.max_new_tokens)
@@ -112,8 +115,10 @@ class Evaluator:
     rewards = rewarding.score(self.task, records, [t for row in texts for t in row])
     per_problem = np.asarray(rewards).reshape(len(problems), cfg.pass_k_samples)
     correct = per_problem.sum(axis=1).astype(int)
-    pass_k = {str(k): float(np.mean([metrics.pass_at_k(cfg.pass_k_samples, c, k) for c in correct]))
-              for k in cfg.pass_ks}
+    # Every k up to the samples drawn, for the pass@k curve: the same draws, no more sampling.
+    curve = [float(np.mean([metrics.pass_at_k(cfg.pass_k_samples, c, k) for c in correct]))
+             for k in range(1, cfg.pass_k_samples + 1)]
+    pass_k = {str(k): curve[k - 1] for k in cfg.pass_ks}
     maj_k = {}
     for k in cfg.maj_ks:
       wins = []
@@ -124,4 +129,4 @@ class Evaluator:
         wins.append(float(any(a == vote and r > 0 for a, r in zip(answers, row_rewards[:k]))
                           if vote is not None else 0.0))
       maj_k[str(k)] = float(np.mean(wins))
-    return {"pass@k": pass_k, "maj@k": maj_k}
+    return {"pass@k": pass_k, "maj@k": maj_k, "pass@k_curve": curve}

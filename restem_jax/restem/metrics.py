@@ -31,13 +31,18 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Hashable | None:
   return next(a for a in answers if a is not None and counts[a] == best)
 
 
+def mean_by(groups: Sequence[str], rewards: Sequence[float]) -> dict[str, float]:
+  """Mean reward of each group (a subtask, a difficulty level), groups in sorted order."""
+  if len(groups) != len(rewards):
+    raise ValueError(f"{len(groups)} groups for {len(rewards)} rewards")
+  by_group: dict[str, list[float]] = collections.defaultdict(list)
+  for group, reward in zip(groups, rewards):
+    by_group[group].append(float(reward))
+  return {g: float(np.mean(r)) for g, r in sorted(by_group.items())}
+
+
 def subtask_metrics(subtasks: Sequence[str], rewards: Sequence[float]) -> dict[str, Any]:
   """Accuracy per subtask and their unweighted mean (BIG-Bench Hard's headline number)."""
-  if len(subtasks) != len(rewards):
-    raise ValueError(f"{len(subtasks)} subtasks for {len(rewards)} rewards")
-  by_subtask: dict[str, list[float]] = collections.defaultdict(list)
-  for subtask, reward in zip(subtasks, rewards):
-    by_subtask[subtask].append(float(reward))
-  accuracy = {s: float(np.mean(r)) for s, r in sorted(by_subtask.items())}
+  accuracy = mean_by(subtasks, rewards)
   return {"subtask_accuracy": accuracy,
           "macro_accuracy": float(np.mean(list(accuracy.values()))) if accuracy else 0.0}

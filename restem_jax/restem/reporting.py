@@ -52,7 +52,13 @@ def plot_pass_at_1(path: str, iterations: Sequence[dict[str, Any]],
   ax.set_xticks(xs)
   ax.legend(loc="best", fontsize=8)
   ax.grid(alpha=0.3)
-  fig.tight_layout()
+  save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: str) -> None:
+  """Writes `fig` as a PNG through `files` (so gs:// works) and frees it."""
+  if fig.get_layout_engine() is None:  # A figure made with its own layout keeps it.
+    fig.tight_layout()
   with files.open_for_writing(path) as f:
     fig.savefig(f, dpi=120, format="png")
   plt.close(fig)
