@@ -13,6 +13,12 @@ WORKDIR/<task>/metrics.json with the loop's keys (`test_pass@1`, `pass@k`,
 greedy `subtask_accuracy` and their mean `macro_accuracy`), and
 WORKDIR/transfer_summary.json with all of them. A rerun skips finished tasks.
 
+A task without a reward (no answer key: restem_hungarian_exam) gets no pass@k
+or maj@k: its greedy answers go to WORKDIR/<task>/grading_sheet.csv (columns
+number, question, answer, points; points empty) for a person to fill in place.
+Every run reads the sheet back and writes `graded` (rows with points) and
+`points` (their sum; null before any) to metrics.json; `test_pass@1` is null.
+
 Paper transfer pairs: trained on MATH -> GSM8K; trained on APPS -> HumanEval.
 """
 
@@ -43,6 +49,7 @@ def evaluate_tasks(engine, checkpoint: str, task_names: Sequence[str], workdir: 
   """Evaluates `checkpoint` on each task through `engine` (its vocabulary is the tasks')."""
   from restem_jax.checkpoint_io import files  # pylint: disable=import-outside-toplevel
   from restem_jax.engine.sampler import SamplingConfig  # pylint: disable=import-outside-toplevel
+  from restem_jax.restem import grading_sheet  # pylint: disable=import-outside-toplevel
   from restem_jax.restem.evaluation import Evaluator  # pylint: disable=import-outside-toplevel
   from restem_jax.restem.stages import stage  # pylint: disable=import-outside-toplevel
   from restem_jax.tasks import base, benchmarks  # pylint: disable=import-outside-toplevel
@@ -50,27 +57,37 @@ def evaluate_tasks(engine, checkpoint: str, task_names: Sequence[str], workdir: 
   files.check_shared(workdir)
   params = engine.restore(checkpoint)
 
-  def evaluate(name: str) -> dict[str, Any]:
+  def task_for(name: str) -> base.TaskSpec:
     if name in benchmarks.FACTORIES:
       kwargs = {"vocabulary": engine.vocabulary}
       if data_dir is not None:
         kwargs["data_dir"] = data_dir
-      task = benchmarks.FACTORIES[name](**kwargs)
+      return benchmarks.FACTORIES[name](**kwargs)
+    return base.get(name)  # Registered by an imported module or gin.
+
+  def evaluate(task: base.TaskSpec) -> dict[str, Any]:
+    problems = base.load_problems(task.name, split)[:max_test]
+    if task.has_reward:
+      result = Evaluator(task, engine, evaluation).evaluate(
+          params, test=problems, validation=[], train=[], train_sampling=SamplingConfig())
+      for key in ("val_reward", "train_solve_rate"):  # No validation / train set here.
+        result.pop(key, None)
+      print(f"{task.name}: test_pass@1={result['test_pass@1']:.4f} pass@k={result['pass@k']} "
+            f"maj@k={result['maj@k']}", flush=True)
     else:
-      task = base.get(name)  # Registered by an imported module or gin.
-    problems = base.load_problems(name, split)[:max_test]
-    result = Evaluator(task, engine, evaluation).evaluate(
-        params, test=problems, validation=[], train=[], train_sampling=SamplingConfig())
-    for key in ("val_reward", "train_solve_rate"):  # No validation / train set here.
-      result.pop(key, None)
-    print(f"{name}: test_pass@1={result['test_pass@1']:.4f} pass@k={result['pass@k']} "
-          f"maj@k={result['maj@k']}", flush=True)
-    return {"task": name, "split": split, "checkpoint": checkpoint,
+      result = grading_sheet.grade_by_hand(engine, params, task, problems, evaluation,
+                                           os.path.join(workdir, task.name, grading_sheet.SHEET))
+    return {"task": task.name, "split": split, "checkpoint": checkpoint,
             "num_problems": len(problems), **result}
 
-  summary = {name: stage(os.path.join(workdir, name, "metrics.json"),
-                         lambda name=name: evaluate(name))
-             for name in task_names}
+  summary = {}
+  for name in task_names:
+    task, metrics_path = task_for(name), os.path.join(workdir, name, "metrics.json")
+    if task.has_reward:
+      summary[name] = stage(metrics_path, lambda task=task: evaluate(task))
+    else:  # Not staged: each run reads the points filled in since.
+      summary[name] = evaluate(task)
+      files.write_json(metrics_path, summary[name])
   files.write_json(os.path.join(workdir, "transfer_summary.json"), summary)
   return summary
 

@@ -194,6 +194,24 @@ class ReportTest(absltest.TestCase):
                       (f"`{done['checkpoint']}`", "micro_largest_digit", pct(done["test_pass@1"]),
                        pct(done["pass@k"]["4"]), "-")])
 
+  def test_a_task_graded_by_hand_shows_its_points(self):
+    graded = copy_run(self.a, os.path.join(self.tmp, "graded"))
+    os.makedirs(os.path.join(graded, "transfer", "restem_hungarian_exam"))
+    exam = {"task": "restem_hungarian_exam", "split": "test",
+            "checkpoint": os.path.join(graded, "iter_1", "checkpoint"), "num_problems": 33,
+            "test_pass@1": None, "grading_sheet": "sheet.csv", "graded": 2, "points": 7.5}
+    with open(os.path.join(graded, "transfer", "restem_hungarian_exam", "metrics.json"),
+              "w") as f:
+      json.dump(exam, f)
+    out = os.path.join(self.tmp, "graded_report")
+    rows = tables(report.report([graded], out))["Transfer"][0]
+    self.assertEqual([(r["task"], r["test pass@1"], r["points (graded)"]) for r in rows],
+                     [("micro_largest_digit", pct(read_json(
+                         self.a, "transfer", "micro_largest_digit", "metrics.json")[
+                             "test_pass@1"]), "-"),
+                      ("restem_hungarian_exam", "-", "7.5 (2 of 33)")])
+    self.assertTrue(os.path.exists(os.path.join(out, "transfer.png")))
+
   def test_difficulty_bins(self):
     bins_dir = os.path.join(self.tmp, "bins")
     bins = difficulty.write_bins(os.path.join(self.a, "iter_1", "samples"), bins_dir, [0, 0.5, 1])

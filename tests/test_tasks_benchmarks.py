@@ -35,7 +35,7 @@ class BenchmarksTest(absltest.TestCase):
       self.assertEqual(set(task.output_features), {"inputs", "targets"})
     self.assertEqual(seqio.get_mixture_or_task("restem_humaneval").splits, ("test",))
     self.assertEqual(seqio.get_mixture_or_task("restem_math").splits,
-                     ("train", "test", "labelled"))
+                     ("train", "test", "labelled", "math500"))
 
   def test_references_get_reward_one_and_prompts_end_where_the_model_continues(self):
     ends = {"restem_math": "\n\nSolution:\n", "restem_gsm8k": "\nA:",

@@ -179,9 +179,20 @@ def _transfer_table(runs: Sequence[Run]) -> list[str]:
   maj_ks = figures.ks([t for _, t in records], "maj@k")
   # BIG-Bench Hard's headline: the mean over its subtasks of greedy accuracy.
   macro = ["macro accuracy"] if any("macro_accuracy" in t for _, t in records) else []
+  # A task graded by hand (the Hungarian exam): the points filled in so far.
+  graded = ["points (graded)"] if any("graded" in t for _, t in records) else []
   rows = [[run.label, f"`{checkpoint_name(run, t['checkpoint'])}`", t["task"],
            t.get("split", "-"), t.get("num_problems", "-"), pct(t["test_pass@1"]),
-           *_k_cells(t, pass_ks, maj_ks), *(pct(t.get("macro_accuracy")) for _ in macro)]
+           *_k_cells(t, pass_ks, maj_ks), *(pct(t.get("macro_accuracy")) for _ in macro),
+           *(_points(t) for _ in graded)]
           for run, t in records]
   return _table(["run", "checkpoint", "task", "split", "problems", "test pass@1",
-                 *(f"pass@{k}" for k in pass_ks), *(f"maj@{k}" for k in maj_ks), *macro], rows)
+                 *(f"pass@{k}" for k in pass_ks), *(f"maj@{k}" for k in maj_ks), *macro,
+                 *graded], rows)
+
+
+def _points(record: dict[str, Any]) -> str:
+  if "graded" not in record:
+    return "-"
+  points = "-" if record["points"] is None else f"{record['points']:g}"
+  return f"{points} ({record['graded']} of {record.get('num_problems', '?')})"

@@ -197,11 +197,12 @@ def difficulty_name(run: Run) -> str:
 
 def transfer(path: str, runs: Sequence[Run]) -> None:
   """Paper's transfer results (MATH -> GSM8K, APPS -> HumanEval): test pass@1 per task."""
-  tasks = sorted({t["task"] for r in runs for t in r.transfer})
+  # A task graded by hand (no reward) has points, not an accuracy: the table shows them.
+  scored = [(r, t) for r in runs for t in r.transfer if t.get("test_pass@1") is not None]
+  tasks = sorted({t["task"] for _, t in scored})
   series: dict[str, list[float | None]] = {}
-  for run in runs:
-    for record in run.transfer:
-      name = f"{run.label}: {checkpoint_name(run, record['checkpoint'])}"
-      series.setdefault(name, [None] * len(tasks))[tasks.index(record["task"])] = \
-          percent(record["test_pass@1"])
+  for run, record in scored:
+    name = f"{run.label}: {checkpoint_name(run, record['checkpoint'])}"
+    series.setdefault(name, [None] * len(tasks))[tasks.index(record["task"])] = \
+        percent(record["test_pass@1"])
   _bar_figure(path, [_wrap(t) for t in tasks], series, [_color(j) for j in range(len(series))])

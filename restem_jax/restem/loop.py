@@ -59,6 +59,8 @@ class RestemConfig:
   # Also fine-tune the base on the labelled split for the same steps (a control).
   sft_control: bool = False
   labelled_split: str = "labelled"
+  # The split every evaluation reports as test (e.g. "math500" for MATH-500).
+  test_split: str = "test"
   # Distillation: iteration 1 trains on this kept.jsonl (e.g. a larger
   # model's) instead of sampling; prompts are text, so any tokenizer works.
   kept_from: str | None = None
@@ -186,7 +188,7 @@ def _splits(task: TaskSpec, restem: RestemConfig) -> dict[str, list[Problem]]:
   held = set(np.random.default_rng(restem.val_seed).permutation(len(train))[:restem.val_size])
   out = {"train": [p for i, p in enumerate(train) if i not in held],
          "validation": [p for i, p in enumerate(train) if i in held],
-         "test": load_problems(task.name, "test")}
+         "test": load_problems(task.name, restem.test_split)}
   if restem.labelled_split in task.splits:
     out[restem.labelled_split] = load_problems(task.name, restem.labelled_split)
   elif restem.sft_control:

@@ -2,9 +2,12 @@
 
 A task is a set of problems per split, a binary reward over (record,
 completion), an answer extractor for majority voting, and stop strings that
-end a completion before the model starts the next few-shot problem. Each task
-is also registered in `seqio.TaskRegistry`, and the loop reads its problems
-back through seqio, so a seqio user can inspect exactly what the loop sees.
+end a completion before the model starts the next few-shot problem. A task
+without an answer key (an exam graded by hand) has no reward: it can be
+evaluated (`restem_jax.transfer` writes a grading sheet) but not trained on.
+Each task is also registered in `seqio.TaskRegistry`, and the loop reads its
+problems back through seqio, so a seqio user can inspect exactly what the loop
+sees.
 """
 
 from __future__ import annotations
@@ -33,14 +36,22 @@ class TaskSpec:
   name: str
   load_split: Callable[[str], Sequence[Problem]]
   splits: tuple[str, ...]
-  reward: Callable[[Record, str], float]
+  reward: Callable[[Record, str], float] | None  # None: no answer key, graded by hand.
   extract_answer: Callable[[str], Hashable | None]
   stop_strings: tuple[str, ...]
   vocabulary: seqio.Vocabulary
   # Optional batched reward (e.g. a sandbox process pool); else `reward` per sample.
   score_batch: Callable[[Sequence[Record], Sequence[str]], list[float]] | None = None
 
+  @property
+  def has_reward(self) -> bool:
+    return self.reward is not None or self.score_batch is not None
+
   def score(self, records: Sequence[Record], completions: Sequence[str]) -> list[float]:
+    if not self.has_reward:
+      raise ValueError(f"task {self.name!r} has no reward (no answer key): it can only be "
+                       "evaluated by `python -m restem_jax.transfer`, which writes a grading "
+                       "sheet to fill by hand.")
     if self.score_batch is not None:
       return list(self.score_batch(records, completions))
     return [float(self.reward(r, c)) for r, c in zip(records, completions)]

@@ -1,11 +1,12 @@
 """The benchmarks, registered as seqio Tasks when `restem_jax.tasks` is imported.
 
-  restem_math       MATH, 4-shot Minerva format        train / test / labelled
+  restem_math       MATH, 4-shot Minerva format        train / test / labelled (/ math500)
   restem_gsm8k      GSM8K, 8-shot chain of thought     train / test / labelled
   restem_apps       APPS introductory, few-shot        train / test / labelled
   restem_humaneval  HumanEval, 0-shot                  test
   restem_bbh_cot    BIG-Bench Hard, 3-shot CoT         test
   restem_bbh        BIG-Bench Hard, 3-shot direct      test
+  restem_hungarian_exam  Hungarian finals 2023, 4-shot  test (no reward: graded by hand)
 
 At import they read from $RESTEM_DATA_DIR (default ./data) with a byte
 vocabulary; nothing is read until a split is used. A gin file (or the CLIs'
@@ -15,7 +16,7 @@ directory and the model's vocabulary.
 
 from __future__ import annotations
 
-from restem_jax.tasks import apps, base, bbh, gsm8k, humaneval, math
+from restem_jax.tasks import apps, base, bbh, gsm8k, humaneval, hungarian_exam, math
 
 FACTORIES = {
     "restem_math": math.make_math_task,
@@ -24,6 +25,7 @@ FACTORIES = {
     "restem_humaneval": humaneval.make_humaneval_task,
     "restem_bbh_cot": bbh.make_bbh_cot_task,
     "restem_bbh": bbh.make_bbh_task,
+    "restem_hungarian_exam": hungarian_exam.make_hungarian_exam_task,
 }
 
 

@@ -78,14 +78,17 @@ def split_loaders(read: Callable[[str], Sequence[base.Problem]]
           for split in ("train", "test", "labelled")}
 
 
-def register_benchmark(name: str, reward_task: str,
+def register_benchmark(name: str, reward_task: str | None,
                        loaders: dict[str, Callable[[], Sequence[base.Problem]]],
                        stop_strings: Sequence[str], vocabulary: seqio.Vocabulary | None,
                        extract_answer: Callable[[str], Hashable | None],
                        max_train: int | None = None, train_seed: int = 0,
                        train_ids_file: str | None = None, reward=None,
                        score_batch=None) -> base.TaskSpec:
-  """Registers a benchmark; each split is read once, on first use."""
+  """Registers a benchmark; each split is read once, on first use.
+
+  `reward_task=None`: the benchmark has no answer key (no reward; graded by hand).
+  """
   if max_train is not None and max_train <= 0:
     raise ValueError(f"max_train={max_train} must be positive (or None for all).")
 
@@ -101,8 +104,9 @@ def register_benchmark(name: str, reward_task: str,
     return tuple(problems)
 
   # The reward service's reward, unless the task adapts completions first (APPS).
-  reward = reward or rewards.get_reward(reward_task)
-  score_batch = score_batch or functools.partial(_score_batch, reward_task)
+  if reward_task is not None:
+    reward = reward or rewards.get_reward(reward_task)
+    score_batch = score_batch or functools.partial(_score_batch, reward_task)
 
   return base.register(base.TaskSpec(
       name=name, load_split=load, splits=tuple(loaders), reward=reward,

@@ -3,6 +3,7 @@
 Layout under a data directory (as the datasets unpack):
 
   MATH/{train,test}/<type>/<id>.json     or  MATH/{train,test}.jsonl
+  MATH/math500/test.jsonl                (optional: MATH-500, as PRM800K releases it)
   gsm8k/{train,test}.jsonl
   APPS/{train,test}/<id>/{question.txt, input_output.json, solutions.json,
                            metadata.json, starter_code.py}
@@ -29,7 +30,7 @@ import re
 import zlib
 from typing import Any, Iterable, Iterator
 
-from restem_jax.rewards import preconditions
+from restem_jax.rewards import math_answers, preconditions
 
 Record = dict[str, Any]
 
@@ -170,6 +171,59 @@ def read_math(data_dir: str, split: str) -> list[tuple[str, Record]]:
     raise _missing("MATH", data_dir, f"MATH/{split}/<type>/<id>.json (the MATH tarball's "
                    f"layout) or MATH/{split}.jsonl (fields {', '.join(MATH_FIELDS)})")
   return _nonempty(out, folder if os.path.isdir(folder) else jsonl)
+
+
+MATH500_PATH = os.path.join("MATH", "math500", "test.jsonl")
+MATH500_FIELDS = ("problem", "solution", "answer", "subject", "unique_id")
+_MATH500_ID = re.compile(r"test/([^/]+)/(\d+)\.json")
+
+
+def read_math500(data_dir: str) -> list[tuple[str, Record]]:
+  """MATH-500 (Lightman et al. 2023): the 500 MATH test problems of PRM800K's test.jsonl.
+
+  Ids and records are those of the same problems in MATH/test/ (the tarball's
+  layout): id "<type>/<n>" from unique_id "test/<type>/<n>.json"; record
+  problem, solution, level ("Level N"), type (= subject), plus answer and unique_id.
+  """
+  path = os.path.join(data_dir, MATH500_PATH)
+  if not os.path.isfile(path):
+    raise DatasetMissingError(
+        f"MATH-500 not found: {path}. Place the 500-problem test.jsonl of PRM800K "
+        "(github.com/openai/prm800k, prm800k/math_splits/test.jsonl; also distributed as "
+        f"HuggingFaceH4/MATH-500's test.jsonl; fields {', '.join(MATH500_FIELDS)}, level) "
+        "there, unchanged (see docs/tasks.md).")
+  out, seen = [], set()
+  for lineno, line in read_jsonl(path):
+    where = f"{path}:{lineno}"
+    line = _require(line, MATH500_FIELDS, where)
+    match = _MATH500_ID.fullmatch(line["unique_id"])
+    if not match:
+      raise MalformedRecordError(f"{where}: unique_id {line['unique_id']!r} is not "
+                                 "'test/<subject>/<n>.json'")
+    pid = f"{match[1]}/{match[2]}"
+    if pid in seen:
+      raise MalformedRecordError(f"{where}: unique_id {line['unique_id']!r} appears twice")
+    seen.add(pid)
+    # Either field could be the gold answer: they must agree (all 500 of the release do),
+    # so the reward (the solution's last \boxed{}, as for MATH/test) scores like `answer`.
+    boxed = math_answers.last_boxed(line["solution"])
+    if boxed is None or boxed.strip() != line["answer"].strip():
+      raise MalformedRecordError(f"{where}: problem {pid}: answer {line['answer']!r} is not "
+                                 f"the solution's last \\boxed{{}} ({boxed!r})")
+    record = {"problem": line["problem"], "solution": line["solution"],
+              "level": _math500_level(line.get("level"), where), "type": line["subject"],
+              "answer": line["answer"], "unique_id": line["unique_id"]}
+    _check("math", pid, record, where)
+    out.append((pid, record))
+  return _nonempty(out, path)
+
+
+def _math500_level(level: Any, where: str) -> str:
+  """MATH's "Level N" from the release's integer level (or a string of one)."""
+  text = str(level).removeprefix("Level ").strip()
+  if isinstance(level, bool) or not text.isdigit():
+    raise MalformedRecordError(f"{where}: level {level!r} is not a number such as 3")
+  return f"Level {int(text)}"
 
 
 # ----------------------------------------------------------------------------- GSM8K
