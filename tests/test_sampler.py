@@ -11,7 +11,7 @@ from absl.testing import absltest
 from restem_jax.engine import partitioning
 from restem_jax.engine.config import ConfigError
 from restem_jax.engine.model import Decoder, forward
-from restem_jax.engine.sampler import Sampler, SamplingConfig, Stopping
+from restem_jax.engine.sampler import MAX_PREFILL_TOKENS, Sampler, SamplingConfig, Stopping
 from tests.utils import TINY, random_prompts, tiny_params
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=10)
@@ -157,6 +157,12 @@ class SamplerTest(absltest.TestCase):
     order = [i for i, _ in sampler.stream(self.params, prompts, GREEDY, stopping=stopping)]
     self.assertEqual(sorted(order), list(range(len(prompts))))
     self.assertEqual(order[0], 1)
+
+  def test_a_prefill_computes_at_most_max_prefill_tokens_per_group(self):
+    sampler = make_sampler(max_batch=64, max_prompt_len=2048)
+    self.assertEqual(sampler.refill_for(512, 32), 128)  # A quarter of the slots.
+    self.assertEqual(sampler.refill_for(512, 2048), MAX_PREFILL_TOKENS // 2048)
+    self.assertEqual(make_sampler(refill=100).refill_for(512, 2048), 100)  # Asked for: kept.
 
   def test_more_prompts_than_slots_refill_the_slots(self):
     sampler = make_sampler(max_batch=2, lanes=1)

@@ -104,7 +104,7 @@ class PairSumTest(absltest.TestCase):
     self.assertEqual(bigger.load_split("test"), first["test"])
 
   def test_guessing_is_rarely_right(self):
-    # A uniformly random pair of listed numbers: 1 / C(6, 2) = 6.7% (stated in the README).
+    # A uniformly random pair of 6 listed numbers: 1 / C(6, 2) = 6.7% (the demo lists 4: 1/6).
     self.assertAlmostEqual(pair_sum.guess_probability(6), 1 / 15)
     _, data = splits()
     rng = random.Random(1)

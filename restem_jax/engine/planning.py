@@ -316,7 +316,7 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
 
   costs = _layer_costs(model, costs_of)
   # Prefill runs the head at each prompt's last position; a step attends to prompt and samples.
-  refill = sampler.refill_for(slots)
+  refill = sampler.refill_for(slots, prompt_len)
   flops = {"prefill": model_flops(model, refill, prompt_len, prompt_len, refill),
            "decode_step": model_flops(model, rows, 1, prompt_len + sampling.max_new_tokens, rows)}
   flops = {part: f / len(tpu.devices) for part, f in flops.items()}

@@ -41,6 +41,10 @@ __all__ = ["CallStats", "Sampler", "SamplingConfig", "Samples", "Stopping", "buc
 # samples already prefilled. At 2x, SmolLM2's E-step (64 lanes, 4 samples, 32 slots
 # refilled 8 at a time) kept all 64 lanes busy until the call's last prompts.
 SLOTS_PER_PROMPT_OF_LANES = 2
+# Prompt tokens one prefill computes per data-parallel group, at most: thousands of tokens
+# keep a chip's matmuls busy, while the attention scores (rows x length^2) of a quarter of
+# a greedy call's slots of 1,536-token prompts would outgrow the KV cache itself.
+MAX_PREFILL_TOKENS = 16384
 
 
 class CallStats(NamedTuple):
@@ -71,7 +75,8 @@ class Sampler:
   slots to keep them busy: twice the prompts whose samples fill the rows.
   refill: how many slots must be free, while prompts wait, before the host
   stops the decode loop to prefill that many prompts at once (default a
-  quarter of the slots: batched prefill costs less per prompt).
+  quarter of the slots, at most MAX_PREFILL_TOKENS prompt tokens per data-parallel
+  group: batched prefill costs less per prompt).
   share_head: prefill the prompts' common head once per call (off: each
   prompt whole, as a reference).
   """
@@ -109,9 +114,13 @@ class Sampler:
     prompts = -(-self.rows // config.num_samples)
     return round_up(SLOTS_PER_PROMPT_OF_LANES * prompts, self.data_parallel)
 
-  def refill_for(self, slots: int) -> int:
-    """Prompts prefilled together: one compiled shape, a multiple of the data-parallel size."""
-    refill = slots // 4 if self._refill is None else self._refill
+  def refill_for(self, slots: int, length: int) -> int:
+    """Prompts of `length` tokens prefilled together: one compiled shape, a multiple of the
+    data-parallel size; by default a quarter of the slots, at most MAX_PREFILL_TOKENS
+    tokens a group."""
+    refill = self._refill
+    if refill is None:
+      refill = min(slots // 4, max(MAX_PREFILL_TOKENS // length, 1) * self.data_parallel)
     return round_up(min(max(refill, 1), slots), self.data_parallel)
 
   def shape_for(self, config: SamplingConfig, stopping: Stopping, layout: Sequence[Sequence[int]],
@@ -182,7 +191,7 @@ class Sampler:
     keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(
         jnp.asarray(prompt_ids, jnp.uint32)))
     state = self._function("empty", shape)()
-    slots, refill = shape.slots, self.refill_for(shape.slots)
+    slots, refill = shape.slots, self.refill_for(shape.slots, shape.length)
     # Free slots are taken round-robin over the groups, which then hold equal shares.
     per_group = slots // shape.groups
     by_group = sorted(range(slots), key=lambda b: (b % per_group, b // per_group))
@@ -332,7 +341,7 @@ class Sampler:
     slots = self.slots_for(config)
     shape = Shape(config, stopping, self.prompt_buckets[-1], slots, self.rows,
                   self.data_parallel)
-    rows = self.refill_for(slots)
+    rows = self.refill_for(slots, shape.length)
     batch = partitioning.batch_sharding(self.mesh, self.rules)
     replicated = partitioning.replicated(self.mesh)
     spec = lambda size, dtype, sharding=batch: jax.ShapeDtypeStruct(size, dtype,
