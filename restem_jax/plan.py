@@ -56,14 +56,15 @@ def sampler_settings(restem: Any, evaluation: Any) -> list[tuple[str, Any, str]]
   return [
       ("E-step sampler", e_step,
        f"lower RestemConfig.sample_batch (each data-parallel group decodes 4 x sample_batch "
-       f"lanes, over prompt slots for twice the prompts whose num_samples={restem.num_samples} "
-       f"fill them), RestemConfig.max_new_tokens or max_prompt_len, or {SHARD_KV}"),
+       f"lanes, over prompt slots for the prompts whose num_samples={restem.num_samples} fill "
+       f"them and as many ahead), RestemConfig.max_new_tokens or max_prompt_len, or {SHARD_KV}"),
       ("evaluation sampler (pass@k)", pass_k,
        f"lower RestemConfig.sample_batch, EvalConfig.pass_k_samples or "
        f"EvalConfig.max_new_tokens, or {SHARD_KV}"),
       ("evaluation sampler (greedy)", greedy,
-       f"lower RestemConfig.sample_batch (a greedy call holds 8 x sample_batch prompts per "
-       f"data-parallel group) or RestemConfig.max_prompt_len, or {SHARD_KV}")]
+       f"lower RestemConfig.sample_batch (a greedy call holds the keys of 4 x sample_batch "
+       f"prompts per data-parallel group and those prefilled ahead) or "
+       f"RestemConfig.max_prompt_len, or {SHARD_KV}")]
 
 
 class Plan(NamedTuple):

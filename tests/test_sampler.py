@@ -206,13 +206,15 @@ class SamplerTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "layout"):
       dict(sampler.stream(self.params, [[1] * 11], config, layout=prompts))
 
-  def test_slots_hold_twice_the_prompts_whose_samples_fill_the_lanes(self):
+  def test_slots_hold_the_prompts_whose_samples_fill_the_lanes_and_as_many_ahead(self):
     # Lanes stay max_batch x lanes = 8: greedy (1 sample) takes 16 slots, 2 samples 8,
     # 6 samples 4 (two prompts fill the lanes).
     sampler = make_sampler(max_batch=2, lanes=4)
     two = SamplingConfig(num_samples=2, temperature=1.0, max_new_tokens=6)
-    self.assertEqual([sampler.slots_for(c) for c in (GREEDY, two, SamplingConfig(num_samples=6))],
+    self.assertEqual([sampler.slots_for(c, 32) for c in (GREEDY, two, SamplingConfig(num_samples=6))],
                      [16, 8, 4])
+    # Of long prompts, no more ahead of the lanes' than one prefill computes.
+    self.assertEqual(sampler.slots_for(GREEDY, MAX_PREFILL_TOKENS // 3), 8 + 3)
     out = sampler.sample(self.params, self.prompts, GREEDY)
     self.assertEqual(sampler.compilations["prefill"], 1)  # One slot bucket: all 5 prompts.
     ref = make_sampler(max_batch=2, lanes=1).sample(self.params, self.prompts, GREEDY)

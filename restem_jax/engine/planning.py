@@ -294,7 +294,7 @@ def plan_sampler(name: str, model: ModelConfig, mesh: Mesh, rules: partitioning.
   Memory is the larger of the prefill's and the decode loop's peaks.
   """
   sampler = Sampler(model, mesh, rules, max_prompt_len=prompt_len, max_batch=batch)
-  slots, rows = sampler.slots_for(sampling), sampler.rows
+  slots, rows = sampler.slots_for(sampling, prompt_len), sampler.rows
   stopping = Stopping((0,))
   compiled, peak, refusal = _compile(lambda: sampler.compile_ahead(sampling, stopping))
   kv = _kv_bytes(model, mesh, rules, slots, rows, prompt_len, sampling)

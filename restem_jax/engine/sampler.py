@@ -37,10 +37,6 @@ from restem_jax.engine.sampling import SamplingConfig, Stopping
 
 __all__ = ["CallStats", "Sampler", "SamplingConfig", "Samples", "Stopping", "buckets", "pick"]
 
-# Prompt slots per lane's worth of samples: a finished lane finds the next prompt's
-# samples already prefilled. At 2x, SmolLM2's E-step (64 lanes, 4 samples, 32 slots
-# refilled 8 at a time) kept all 64 lanes busy until the call's last prompts.
-SLOTS_PER_PROMPT_OF_LANES = 2
 # Prompt tokens one prefill computes per data-parallel group, at most: thousands of tokens
 # keep a chip's matmuls busy, while the attention scores (rows x length^2) of a quarter of
 # a greedy call's slots of 1,536-token prompts would outgrow the KV cache itself.
@@ -72,7 +68,7 @@ class Sampler:
 
   A call decodes up to max_batch x lanes rows (`rows`, rounded up to the
   data-parallel size), whatever the samples per prompt, over enough prompt
-  slots to keep them busy: twice the prompts whose samples fill the rows.
+  slots to keep them busy (`slots_for`).
   refill: how many slots must be free, while prompts wait, before the host
   stops the decode loop to prefill that many prompts at once (default a
   quarter of the slots, at most MAX_PREFILL_TOKENS prompt tokens per data-parallel
@@ -109,10 +105,14 @@ class Sampler:
     self.compilations: collections.Counter[str] = collections.Counter()
     self.last_call: CallStats | None = None
 
-  def slots_for(self, config: SamplingConfig) -> int:
-    """The most prompt slots of a call: twice the prompts whose samples fill the rows."""
+  def slots_for(self, config: SamplingConfig, length: int) -> int:
+    """The most prompt slots of a call of `length`-token prompts: the prompts whose samples
+    fill the rows, and as many again prefilled ahead, so a lane that finishes finds the
+    next prompt's samples waiting (SmolLM2's E-step, 64 lanes over 32 slots refilled 8 at
+    a time, kept every lane busy to the call's last prompts); of long prompts, whose keys
+    fill the memory, no more ahead than one prefill computes."""
     prompts = -(-self.rows // config.num_samples)
-    return round_up(SLOTS_PER_PROMPT_OF_LANES * prompts, self.data_parallel)
+    return round_up(prompts + min(prompts, self._prefill_rows(length)), self.data_parallel)
 
   def refill_for(self, slots: int, length: int) -> int:
     """Prompts of `length` tokens prefilled together: one compiled shape, a multiple of the
@@ -120,8 +120,12 @@ class Sampler:
     tokens a group."""
     refill = self._refill
     if refill is None:
-      refill = min(slots // 4, max(MAX_PREFILL_TOKENS // length, 1) * self.data_parallel)
+      refill = min(slots // 4, self._prefill_rows(length))
     return round_up(min(max(refill, 1), slots), self.data_parallel)
+
+  def _prefill_rows(self, length: int) -> int:
+    """The most `length`-token prompts one prefill computes (MAX_PREFILL_TOKENS a group)."""
+    return max(MAX_PREFILL_TOKENS // length, 1) * self.data_parallel
 
   def shape_for(self, config: SamplingConfig, stopping: Stopping, layout: Sequence[Sequence[int]],
                 shared: int = 0) -> Shape:
@@ -129,7 +133,7 @@ class Sampler:
     a bucket for the rest), and slots and lanes for its size (bucketed)."""
     rest = pick(max(map(len, layout)) - shared, self.prompt_buckets)
     length = shared + min(rest, self.max_prompt_len - shared)
-    most = self.slots_for(config)
+    most = self.slots_for(config, length)
     slots = pick(min(len(layout), most), buckets(self.data_parallel, most))
     lanes = pick(min(len(layout) * config.num_samples, self.rows),
                  buckets(self.data_parallel, self.rows))
@@ -338,7 +342,7 @@ class Sampler:
     with `parts`, "decode_step" (one step) instead of "decode": compiled cost
     analysis counts a loop body once, so per-token costs are read from one step.
     """
-    slots = self.slots_for(config)
+    slots = self.slots_for(config, self.prompt_buckets[-1])
     shape = Shape(config, stopping, self.prompt_buckets[-1], slots, self.rows,
                   self.data_parallel)
     rows = self.refill_for(slots, shape.length)

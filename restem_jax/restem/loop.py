@@ -54,7 +54,8 @@ class RestemConfig:
   max_prompt_len: int = 1024
   sample_batch: int = 16  # Each data-parallel group of the sampling mesh (a chip, or a
   # tensor-parallel group) decodes 4 x sample_batch samples at once, of any resident
-  # prompts, over slots for twice the prompts those samples need. `plan` gives the largest.
+  # prompts, over slots for the prompts those samples need and as many prefilled ahead
+  # (of long prompts, one prefill's worth). `plan` gives the largest.
   seed: int = 0
   # Also fine-tune the base on the labelled split for the same steps (a control).
   sft_control: bool = False
