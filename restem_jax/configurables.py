@@ -23,7 +23,7 @@ from restem_jax.engine.config import ModelConfig, check_types
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.partitioning import MeshConfig, make_mesh
 from restem_jax.engine.trainer import OptimizerConfig
-from restem_jax.restem import loop
+from restem_jax.restem import loop, rewarding
 from restem_jax.restem import workdir as workdir_lib
 from restem_jax.restem.evaluation import EvalConfig
 from restem_jax.restem.finetune import FinetuneConfig
@@ -97,7 +97,7 @@ def run(workdir: str, task=gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
         base_checkpoint: str | None = None, restem: RestemConfig | None = None,
         m_step_config: FinetuneConfig | None = None, optimizer: OptimizerConfig | None = None,
         evaluation: EvalConfig | None = None, mesh_config: MeshConfig | None = None,
-        make_base: Callable[..., Any] | None = None,
+        make_base: Callable[..., Any] | None = None, allow_unsandboxed: bool = False,
         allow_config_change: bool = False) -> dict[str, Any]:
   """ReST^EM as the gin files describe it (`run.task`, `run.model`, ...).
 
@@ -105,7 +105,11 @@ def run(workdir: str, task=gin.REQUIRED, model: ModelConfig = gin.REQUIRED,
   so `--gin.MeshConfig.fsdp=4` works whether or not a file binds `run.mesh_config`.
   The workdir is locked for the run and refuses another configuration's
   rerun unless `allow_config_change` (see `restem.workdir`).
+  `allow_unsandboxed`: code rewards run model-written programs even where no
+  sandbox backend works, instead of refusing at the start. As a binding it is
+  recorded in fingerprint.json, and every start with it logs a warning.
   """
+  rewarding.prepare(task, allow_unsandboxed)
   restem = restem or build(RestemConfig)
   mesh_config = mesh_config or build(MeshConfig)
   m_step_config = m_step_config or build(FinetuneConfig)

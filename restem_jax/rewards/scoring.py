@@ -19,13 +19,19 @@ _COLD_START_S = 4.0
 
 @dataclasses.dataclass(frozen=True)
 class TaskOptions:
-  """Timeouts in seconds; `math_timeout` bounds one whole answer check."""
+  """Timeouts in seconds; `math_timeout` bounds one whole answer check.
+
+  `allow_unsandboxed`: run code rewards' programs even where no sandbox
+  backend works (the "none" backend), instead of refusing. Unsafe on any
+  machine with data or credentials a model-written program could reach.
+  """
   humaneval_timeout: float = humaneval.DEFAULT_TIMEOUT
   apps_timeout: float = apps.DEFAULT_TIMEOUT
   # The pool's kill is the last resort, for C code no alarm interrupts: it
   # comes after math-verify's own limits end a check, in a worker that may
   # have to start first. Normal answers take milliseconds, never near it.
   math_timeout: float = math_answers.CHECK_LIMIT_S + _COLD_START_S
+  allow_unsandboxed: bool = False
 
 
 def check_task(task: str) -> None:

@@ -28,7 +28,8 @@ def main() -> None:
   def get_sandbox() -> Sandbox:
     nonlocal sandbox
     if sandbox is None:
-      sandbox = Sandbox(limits, use_bwrap=config["use_bwrap"])
+      sandbox = Sandbox(limits, backend=config["backend"],
+                        allow_unsandboxed=options.allow_unsandboxed)
     return sandbox
 
   # Our stdout is the protocol pipe: keep stray prints (sympy, warnings) off it.

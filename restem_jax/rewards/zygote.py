@@ -1,9 +1,10 @@
 """In-sandbox program server: runs untrusted programs and judges HumanEval apart from them.
 
-This file runs as a script inside the sandbox (under bubblewrap when available),
-started by `sandbox.Sandbox`. It must stay standard-library only and must not
-import the rest of the package: the sandbox only sees this file and
-candidate.py, read-only.
+This file runs as a script inside the sandbox (see sandbox.py for the
+backends), started by `sandbox.Sandbox`. It must stay standard-library only
+and must not import the rest of the package: under bubblewrap the sandbox only
+sees this file and candidate.py, read-only (confine.py is loaded only by the
+Landlock backend, which runs this file from the package directory).
 
 Processes, and who may trust whom:
   server (this file, trusted)  receives requests, including HumanEval tests.
@@ -68,10 +69,11 @@ class _Server:
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     ours, theirs = socket.socketpair()
     spawner_cfg = dict(cfg, socket=theirs.fileno())
+    spawner_cfg.pop("confine", None)
     self.spawner = subprocess.Popen(
         [sys.executable, "-I", "-S", _CANDIDATE, json.dumps(spawner_cfg)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        pass_fds=(theirs.fileno(),))
+        pass_fds=(theirs.fileno(),), preexec_fn=_confiner(cfg.get("confine")))
     theirs.close()
     self.sock = ours
 
@@ -234,6 +236,19 @@ def _job(req):
             "entry_point": req["entry_point"]}
   fields = ("op", "code", "fn_name", "args")
   return {k: req[k] for k in fields if k in req}
+
+
+def _confiner(spec):
+  """For the Landlock backend: confines the spawner, and so every program,
+  between fork and exec; this server and the judge stay outside. A failure
+  ends the spawner's start, and with it this server's."""
+  if spec is None:
+    return None
+  path = os.path.join(_HERE, "confine.py")
+  confine_spec = importlib.util.spec_from_file_location("restem_confine", path)
+  module = importlib.util.module_from_spec(confine_spec)
+  confine_spec.loader.exec_module(module)
+  return lambda: module.confine(spec)
 
 
 def _single_record(text):
