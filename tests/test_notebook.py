@@ -53,6 +53,7 @@ class NotebookTest(absltest.TestCase):
       outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                         for o in c.get("outputs", []))
       self.assertIn("running on cpu", outputs)
+      self.assertRegex(outputs, r"code rewards sandbox: (bwrap|landlock|none)\b")
       self.assertTrue(os.path.exists(os.path.join(workdir, "demo", "summary.json")))
 
 

@@ -89,6 +89,9 @@ class TpuScriptsTest(absltest.TestCase):
     self.assertIn("--worker=all", ssh)
     command = [a for a in ssh if a.startswith("--command=")][0]
     self.assertIn("pip install -e ~/restem_jax'[tpu,convert]'", command)
+    # Code rewards refuse to run without a sandbox: every worker gets bubblewrap.
+    self.assertIn("apt-get install -y -qq bubblewrap", command)
+    self.assertIn("rewards.isolation_description()", command)
 
   def test_launch_runs_main_distributed_on_all_workers(self):
     result, calls = self.run_script("launch.sh", "--gin_file=gin_configs/models/gemma_2b.gin",
