@@ -231,7 +231,9 @@ class RewardPool:
     self.close()
 
 
-_default_pools: dict[int | None, RewardPool] = {}
+# By worker count and the sandbox backend forced when the pool started (RESTEM_SANDBOX_BACKEND):
+# forcing another later gets a pool with that backend, not the one already running.
+_default_pools: dict[tuple[int | None, str | None], RewardPool] = {}
 _default_options = scoring.TaskOptions()
 _default_lock = threading.Lock()
 
@@ -239,10 +241,10 @@ _default_lock = threading.Lock()
 def default_pool(num_workers: int | None = None) -> RewardPool:
   """A shared pool per worker count, started on first use, closed at exit."""
   with _default_lock:
-    if num_workers not in _default_pools:
-      _default_pools[num_workers] = RewardPool(num_workers,
-                                               options=_default_options)
-    return _default_pools[num_workers]
+    key = (num_workers, os.environ.get(sandbox_lib.BACKEND_ENV))
+    if key not in _default_pools:
+      _default_pools[key] = RewardPool(num_workers, options=_default_options)
+    return _default_pools[key]
 
 
 def set_default_options(options: scoring.TaskOptions) -> None:
