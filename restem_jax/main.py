@@ -40,6 +40,12 @@ NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "With --distributed: how many processes the job has.")
 PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "With --distributed: this process's index, 0 to num_processes - 1.")
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100,
+    "With --distributed: JAX's coordination service aborts every process once one has sent no "
+    "heartbeat for this long. A process that dies stops the others at once (restem_jax/"
+    "lost_host.py); this bounds the wait only for a host lost with its sockets left open "
+    "(cut off from the network).")
 
 
 def rewrite_gin_flags(argv: Sequence[str]) -> list[str]:
@@ -87,7 +93,8 @@ def initialize_distributed() -> None:
     raise app.UsageError(f"--process_id={PROCESS_ID.value} must be in [0, --num_processes="
                          f"{NUM_PROCESSES.value}).")
   import jax  # pylint: disable=import-outside-toplevel
-  jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+  jax.distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
+                             heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT.value)
 
 
 def return_freed_memory() -> None:
@@ -126,25 +133,41 @@ def main(argv: Sequence[str]) -> None:
   import jax
 
   initialize_distributed()
-  from restem_jax import configurables
+  from restem_jax import configurables, lost_host
+  from restem_jax.engine import multihost
 
   logging.info("devices: %s", jax.devices())
+  lost_host.start_watch()
   try:
     configurables.run(WORKDIR.value, allow_config_change=ALLOW_CONFIG_CHANGE.value)
+    lost_host.finish()
   except user_errors() as e:
+    # Every process meets these errors together (the decisions are agreed).
+    lost_host.finish()
     if VERBOSE.value:
       raise
-    log = os.path.join(WORKDIR.value, "error.log")
-    try:
-      from restem_jax.checkpoint_io import files  # pylint: disable=import-outside-toplevel
-      files.write_text(log, traceback.format_exc())
-    except OSError:
-      log = "not written"
     # gin appends the configurable it was calling on a line of its own.
     message = str(e).split("\n  In call to configurable")[0]
-    print(f"error: {message}\n(traceback: {log}; --verbose prints it)", file=sys.stderr,
-          flush=True)
+    print(f"error: {message}\n(traceback: {write_error_log()}; --verbose prints it)",
+          file=sys.stderr, flush=True)
     sys.exit(1)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    lost = multihost.lost_peer(e)
+    if lost is None:
+      raise
+    write_error_log()
+    lost_host.exit_lost(lost.who, f"a collective failed: {lost.reason}")
+
+
+def write_error_log() -> str:
+  """Writes the exception being handled to WORKDIR/error.log; returns where (or why not)."""
+  log = os.path.join(WORKDIR.value, "error.log")
+  try:
+    from restem_jax.checkpoint_io import files  # pylint: disable=import-outside-toplevel
+    files.write_text(log, traceback.format_exc())
+  except OSError:
+    return "not written"
+  return log
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -13,6 +13,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICRO = os.path.join(ROOT, "tests", "micro.gin")
 
 
 def free_port() -> int:
@@ -29,6 +30,15 @@ def env(devices: int) -> dict:
 def distributed_flags(port: int, n: int, i: int) -> list[str]:
   return ["--distributed", f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={n}",
           f"--process_id={i}"]
+
+
+def micro_loop_args(workdir: str, port: int | None = None, n: int = 1, extra=()):
+  """`args_of` for `start`: the micro loop, as process i of n (one plain process if n is 1)."""
+  def args(i):
+    distributed = distributed_flags(port, n, i) if n > 1 else []
+    return ["-m", "restem_jax.main", f"--gin_file={MICRO}", f"--workdir={workdir}", *distributed,
+            *extra]
+  return args
 
 
 def start(args_of, n: int, devices: int, logdir: str) -> list[subprocess.Popen]:
