@@ -68,7 +68,7 @@ class Evaluator:
                   seed: int, desc: str | None = None) -> float:
     """Mean reward over every sample of every problem (greedy: one per problem)."""
     rewards = self.rewards(params, problems, sampling, seed, desc)
-    return float(np.mean(rewards)) if rewards.size else 0.0
+    return _mean(rewards)
 
   def greedy_rewards(self, params: Any, problems: Sequence[Problem],
                      desc: str | None = None) -> np.ndarray:
@@ -79,7 +79,7 @@ class Evaluator:
   def greedy_pass_at_1(self, params: Any, problems: Sequence[Problem],
                        desc: str | None = None) -> float:
     rewards = self.greedy_rewards(params, problems, desc)
-    return float(np.mean(rewards)) if rewards.size else 0.0
+    return _mean(rewards)
 
   def evaluate(self, params: Any, *, test: Sequence[Problem], validation: Sequence[Problem],
                train: Sequence[Problem], train_sampling: SamplingConfig,
@@ -90,7 +90,7 @@ class Evaluator:
     if val_reward is None:
       val_reward = self.greedy_pass_at_1(params, validation, "eval: validation")
     greedy = self.greedy_rewards(params, test, "eval: test greedy")
-    result = {"test_pass@1": float(np.mean(greedy)) if greedy.size else 0.0,
+    result = {"test_pass@1": _mean(greedy),
               "val_reward": val_reward}
     if test and "subtask" in test[0].record:  # BIG-Bench Hard: its subtasks and their mean.
       result.update(metrics.subtask_metrics([p.record["subtask"] for p in test], greedy))
@@ -130,3 +130,8 @@ class Evaluator:
                           if vote is not None else 0.0))
       maj_k[str(k)] = float(np.mean(wins))
     return {"pass@k": pass_k, "maj@k": maj_k, "pass@k_curve": curve}
+
+
+def _mean(rewards: np.ndarray) -> float:
+  """Mean reward, 0 where there is none (an empty split)."""
+  return float(np.mean(rewards)) if rewards.size else 0.0
