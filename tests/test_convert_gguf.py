@@ -66,21 +66,36 @@ class SmolLM2Test(absltest.TestCase):
       # The prompt contains the pad id (2), so pass the mask: otherwise HF hides those tokens.
       greedy = ref.generate(torch.as_tensor(tokens), attention_mask=torch.ones_like(
           torch.as_tensor(tokens)), max_new_tokens=32, do_sample=False)[0, len(PROMPT):].tolist()
+    # Float32 rounding over 30 layers depends on the host's matmul kernels: 1.6e-4 here,
+    # 4.3e-3 on a CI host (1e-4 of the logits' scale). A conversion error (a wrong
+    # permutation, a missing norm, swapped weights) moves logits by a whole unit or more.
+    bound = 5e-4 * np.abs(expected).max()
     f32_diff = np.abs(ours - expected).max()
-    print(f"PARITY smollm2 vs transformers float32: {f32_diff:.3g}")
-    # transformers' own float32 forward is ~1e-4 from its float64 forward on these 30 layers.
-    self.assertLess(f32_diff, 2e-4)
+    print(f"PARITY smollm2 vs transformers float32: {f32_diff:.3g} (bound {bound:.3g})")
+    self.assertLess(f32_diff, bound)
     ours_tokens = self.ours.generate([PROMPT], max_new_tokens=32, stop_at_eos=False)[0]
-    self.assertEqual(ours_tokens, greedy)
     self.assertLen(greedy, 32)
+    self._assert_same_greedy(ours_tokens, greedy, bound)
     with torch.no_grad():  # Last use of the reference: it stays float64.
       exact = ref.double()(torch.as_tensor(tokens)).logits.numpy()
     f64_diff = np.abs(ours - exact).max()
     print(f"PARITY smollm2 vs transformers float64: {f64_diff:.3g} (transformers float32: "
           f"{np.abs(expected - exact).max():.3g})")
-    # Float32 rounding over 30 layers; how much depends on the host's matmul kernels
-    # (below 1e-4 on earlier hosts, 1.75e-4 on a later one where transformers' is 6e-5).
-    self.assertLess(f64_diff, 2e-4)
+    self.assertLess(f64_diff, bound)
+
+  def _assert_same_greedy(self, ours: list[int], theirs: list[int], bound: float) -> None:
+    """The same tokens, or a first difference where the reference itself has a near-tie."""
+    import torch  # pylint: disable=import-outside-toplevel
+    diverged = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    if diverged is None:
+      self.assertEqual(ours, theirs)
+      return
+    with torch.no_grad():
+      logits = self.reference(torch.as_tensor([PROMPT + theirs[:diverged]])).logits[0, -1]
+    gap = float(logits[theirs[diverged]] - logits[ours[diverged]])
+    print(f"PARITY greedy diverges at token {diverged} where the reference's top two are "
+          f"{gap:.3g} apart")
+    self.assertLess(gap, 2 * bound, f"ours {ours}\ntransformers {theirs}")
 
   def test_unpermute_inverts_llama_cpp_permute(self):
     w = np.arange(6 * 8 * 5, dtype=np.float32).reshape(48, 5)
