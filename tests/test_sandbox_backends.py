@@ -5,7 +5,10 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from unittest import mock
 
 from absl.testing import absltest
@@ -14,7 +17,7 @@ import gin
 from restem_jax import configurables, rewards
 from restem_jax.engine.config import ConfigError
 from restem_jax.restem import rewarding
-from restem_jax.rewards import evaluate
+from restem_jax.rewards import evaluate, server
 from restem_jax.rewards import sandbox as sandbox_lib
 from restem_jax.tasks import base
 
@@ -109,6 +112,44 @@ class EvaluateCliTest(absltest.TestCase):
       with contextlib.redirect_stdout(out):
         self.assertEqual(evaluate.main(args + ["--allow_unsandboxed"]), 0)
       self.assertEqual(json.loads(out.getvalue()), {"pass@1": 1.0})
+
+
+class ServerTest(absltest.TestCase):
+  """The reward server as a user starts it, where no sandbox works."""
+
+  def _start(self, *flags):
+    env = dict(os.environ, **{sandbox_lib.BACKEND_ENV: "none"})
+    proc = subprocess.Popen([sys.executable, "-m", "restem_jax.rewards.server", "--port=0",
+                             "--num_workers=1", *flags], env=env, stderr=subprocess.PIPE,
+                            text=True)
+    self.addCleanup(proc.wait)
+    self.addCleanup(proc.kill)
+    lines, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline:
+      line = proc.stderr.readline()
+      self.assertTrue(line, f"the server exited: {lines}")
+      lines.append(line)
+      if line.startswith("reward server on "):
+        port = int(line.split(":")[2].split(" ")[0])
+        if not flags:  # The warning follows the address line.
+          lines.append(proc.stderr.readline())
+        return server.RewardClient(f"http://127.0.0.1:{port}"), lines
+    self.fail(f"no address line within 60 s: {lines}")
+
+  def test_code_tasks_refused_with_the_reason_and_math_scored(self):
+    client, lines = self._start()
+    self.assertIn("warning: code tasks will get 503: restem_jax.rewards: refusing", lines[-1])
+    self.assertFalse(client.health()["code_tasks_run"])
+    with self.assertRaisesRegex(rewards.SandboxUnavailableError,
+                                "reward server .*: restem_jax.rewards: refusing .*"
+                                "--allow_unsandboxed"):
+      client.score_batch("humaneval", [_PROBLEM], [_RIGHT])
+    self.assertEqual(client.score_batch("gsm8k", [{"answer": "#### 3"}], ["3"]), [1.0])
+
+  def test_opt_out_scores_code_tasks(self):
+    client, _ = self._start("--allow_unsandboxed")
+    self.assertTrue(client.health()["code_tasks_run"])
+    self.assertEqual(client.score_batch("humaneval", [_PROBLEM], [_RIGHT]), [1.0])
 
 
 class LoopTest(absltest.TestCase):

@@ -1,11 +1,15 @@
 """HTTP reward server that several TPU hosts can share, and its client.
 
   python -m restem_jax.rewards.server --host=0.0.0.0 --port=8470 \
-      [--num_workers=N] [--token=SECRET]
+      [--num_workers=N] [--token=SECRET] [--allow_unsandboxed]
 
   POST /score  {"task", "problems": [...], "completions": [...]}
        -> {"rewards": [1.0, 0.0, ...], "results": ["passed", ...]}
-  GET  /health -> {"isolation", "workers", "tasks"}
+  GET  /health -> {"isolation", "workers", "tasks", "code_tasks_run"}
+
+Where no sandbox backend works, code tasks get 503 with the one-line refusal
+(the client raises it as SandboxUnavailableError) and math tasks are scored;
+--allow_unsandboxed opts out, as in rewards.evaluate.
 
 Requests from all clients share one RewardPool, so the host's cores stay busy
 whichever TPU host sends work. Use --token (or RESTEM_REWARDS_TOKEN) whenever
@@ -29,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from restem_jax.rewards import scoring
 from restem_jax.rewards.batch import RewardInputError, RewardPool
+from restem_jax.rewards.sandbox import SandboxUnavailableError, check_allowed, refusal
 
 _MAX_BODY = 512 << 20
 _READ_TIMEOUT = 60.0  # Seconds a client may stall mid-request before its connection closes.
@@ -69,8 +74,8 @@ def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
     def do_GET(self) -> None:
       if self.path != "/health":
         return self._reply(404, {"error": f"no such path {self.path}"})
-      self._reply(200, {"isolation": pool.isolation,
-                        "workers": pool.num_workers, "tasks": list(scoring.TASKS)})
+      self._reply(200, {"isolation": pool.isolation, "workers": pool.num_workers,
+                        "tasks": list(scoring.TASKS), "code_tasks_run": _code_tasks_run(pool)})
 
     def do_POST(self) -> None:
       if self.path != "/score":
@@ -95,6 +100,8 @@ def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
                              progress=False)
       except RecursionError:
         return self._reply(400, {"error": "JSON nested too deeply"})
+      except SandboxUnavailableError as e:
+        return self._reply(503, {"error": str(e), "kind": _REFUSED})
       except (KeyError, TypeError, ValueError, RewardInputError) as e:
         return self._reply(400, {"error": _clip(f"{type(e).__name__}: {e}")})
       items = self._wait(future)
@@ -124,6 +131,17 @@ def make_server(pool: RewardPool, host: str = "127.0.0.1", port: int = 8470,
   server = http.server.ThreadingHTTPServer((host, port), Handler)
   server.daemon_threads = True
   return server
+
+
+_REFUSED = "sandbox_unavailable"
+
+
+def _code_tasks_run(pool: RewardPool) -> bool:
+  try:
+    check_allowed(pool.backend, pool.options.allow_unsandboxed)
+    return True
+  except SandboxUnavailableError:
+    return False
 
 
 def _clip(text: str) -> str:
@@ -160,6 +178,9 @@ class RewardClient:
         return json.loads(resp.read())
     except urllib.error.HTTPError as e:
       detail = e.read().decode(errors="replace")
+      if e.code == 503 and _REFUSED in detail:
+        raise SandboxUnavailableError(
+            f"reward server {self.url}: {json.loads(detail)['error']}") from None
       raise RuntimeError(f"reward server {self.url}{path}: HTTP {e.code}: "
                          f"{detail}") from e
 
@@ -195,12 +216,22 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--port", type=int, default=8470)
   parser.add_argument("--num_workers", type=int, default=None)
   parser.add_argument("--token", default=os.environ.get(_TOKEN_ENV))
+  parser.add_argument("--allow_unsandboxed", action="store_true",
+                      help="Score code tasks even where no sandbox backend works.")
   args = parser.parse_args(argv)
-  with RewardPool(args.num_workers) as pool:
+  options = scoring.TaskOptions(allow_unsandboxed=args.allow_unsandboxed)
+  try:
+    pool = RewardPool(args.num_workers, options=options)
+  except SandboxUnavailableError as e:  # A forced backend (RESTEM_SANDBOX_BACKEND) that fails.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  with pool:
     server = make_server(pool, args.host, args.port, args.token)
     print(f"reward server on http://{args.host}:{server.server_port} "
           f"({pool.num_workers} workers; isolation: {pool.isolation})",
           file=sys.stderr, flush=True)
+    if not _code_tasks_run(pool):
+      print(f"warning: code tasks will get 503: {refusal()}", file=sys.stderr, flush=True)
     try:
       server.serve_forever()
     except KeyboardInterrupt:
