@@ -42,9 +42,12 @@ class ModelTest(parameterized.TestCase):
                                  causal_mask(valid[:, None]))
     np.testing.assert_allclose(logits[:, 0], full[:, :p], atol=1e-4)
     layers = per_layer(params)
-    prefix = tuple(KV(prefix.k[i, :, 0], prefix.v[i, :, 0]) for i in range(cfg.num_layers))
+    # Decoding holds values with head_dim before length (model._write).
+    prefix = tuple(KV(prefix.k[i, :, 0], jnp.swapaxes(prefix.v[i, :, 0], -1, -2))
+                   for i in range(cfg.num_layers))
     shape = (2, 1, cfg.num_kv_heads, g, cfg.head_dim)
-    cache = tuple(KV(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(cfg.num_layers))
+    cache = tuple(KV(jnp.zeros(shape), jnp.zeros(shape[:3] + shape[:2:-1]))
+                  for _ in range(cfg.num_layers))
     step_fn = jax.jit(lambda *a: unrolled(cfg, layers, *a))
     for t in range(g):
       index = jnp.full((2, 1), t)

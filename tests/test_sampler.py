@@ -133,13 +133,35 @@ class SamplerTest(absltest.TestCase):
       np.testing.assert_array_equal(run.lengths, runs[0].lengths)
       np.testing.assert_allclose(run.logprobs, runs[0].logprobs, atol=1e-5)
 
+  def test_decode_chunks_change_no_sample(self):
+    # A chunk runs a fixed number of steps; lanes whose samples ran out idle to its end
+    # and the host refills between chunks. Tokens, lengths and log-probs are those of
+    # one step per call, greedy and sampled, and each chunk length compiles once.
+    eos = Stopping.of([3, 7, 11])
+    for config in (GREEDY, SamplingConfig(num_samples=3, temperature=1.0, max_new_tokens=9)):
+      runs, steps = [], []
+      for chunk in (1, 4, 16):
+        sampler = make_sampler(max_batch=2, lanes=2, refill=1, decode_chunk=chunk)
+        runs.append(sampler.sample(self.params, self.prompts, config, seed=3, stopping=eos))
+        steps.append(sampler.last_call.steps)
+        self.assertEqual(sampler.last_call.steps % chunk, 0)
+        sampler.sample(self.params, self.prompts[::-1], config, seed=4, stopping=eos)
+        self.assertEqual(sampler.compilations["decode"], 1)
+      self.assertGreater(len(set(runs[0].lengths.ravel().tolist())), 1)  # Mixed lengths.
+      for run in runs[1:]:
+        np.testing.assert_array_equal(run.tokens, runs[0].tokens)
+        np.testing.assert_array_equal(run.lengths, runs[0].lengths)
+        np.testing.assert_allclose(run.logprobs, runs[0].logprobs, atol=1e-6)
+      self.assertLessEqual(steps[0], steps[2])  # Lanes may idle to a long chunk's end.
+
   def test_a_lane_takes_the_next_prompts_sample_when_its_own_ends(self):
     # 2 lanes, 2 samples per prompt: a short sample's lane goes on to a sample of the
     # next prompt at once. Lanes tied to their prompt would take, prompt after prompt,
     # as many steps as its slowest sample; here the call takes half the samples' steps
-    # (both lanes always busy) plus at most the last sample's.
+    # (both lanes always busy) plus at most the last sample's. One step per chunk: the
+    # steps counted are then those the lanes needed.
     config = SamplingConfig(num_samples=2, temperature=1.0, top_k=0, max_new_tokens=8)
-    sampler = make_sampler(max_batch=1, lanes=2)
+    sampler = make_sampler(max_batch=1, lanes=2, decode_chunk=1)
     out = sampler.sample(self.params, self.prompts, config, seed=5,
                          stopping=Stopping.of([3, 7, 11]))
     steps = np.minimum(out.lengths + 1, 8)  # A stop token takes its step; the cap is 8.

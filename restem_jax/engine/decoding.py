@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from restem_jax.engine.config import ModelConfig
-from restem_jax.engine.model import KV, causal_mask, positions_of, unrolled
+from restem_jax.engine.model import (KV, causal_mask, partial_attention, positions_of,
+                                     unrolled)
 from restem_jax.engine.sampling import SamplingConfig, Stopping, draw
 
 
@@ -36,7 +37,8 @@ class Shape(NamedTuple):
   groups: int
 
 
-# Logical axes of the state (see `empty`); prefix and cache hold one KV per layer.
+# Logical axes of the state (see `empty`); prefix and cache hold one KV per layer, keys
+# [.., length, head_dim] and values [.., head_dim, length].
 AXES = dict(
     prefix=("act_batch", "act_kv_heads", None, None),
     cache=("act_batch", "act_samples", "act_kv_heads", None, None),
@@ -57,11 +59,13 @@ def empty(cfg: ModelConfig, shape: Shape, pad_id: int) -> dict:
   n, g = shape.config.num_samples, shape.config.max_new_tokens
   dtype = jnp.dtype(cfg.dtype)
   zeros = lambda size, dt=jnp.int32: jnp.zeros(size, dt)
-  layer = lambda size: KV(zeros(size, dtype), zeros(size, dtype))
+  k, d, p = cfg.num_kv_heads, cfg.head_dim, shape.length
+  # Values with head_dim before length (see `model._write`).
   return dict(
-      prefix=tuple(layer((s, cfg.num_kv_heads, shape.length, cfg.head_dim))
+      prefix=tuple(KV(zeros((s, k, p, d), dtype), zeros((s, k, d, p), dtype))
                    for _ in range(cfg.num_layers)),
-      cache=tuple(layer((m, 1, cfg.num_kv_heads, g, cfg.head_dim)) for _ in range(cfg.num_layers)),
+      cache=tuple(KV(zeros((m, 1, k, g, d), dtype), zeros((m, 1, k, d, g), dtype))
+                  for _ in range(cfg.num_layers)),
       prefix_mask=zeros((s, shape.length), bool), prompt_len=zeros((s,)),
       first_token=zeros((s, n)), first_logprob=zeros((s, n), jnp.float32),
       prompt_key=zeros((s, 2), jnp.uint32),
@@ -85,48 +89,60 @@ def _per_lane(shape: Shape, per_slot: jax.Array, slot: jax.Array) -> jax.Array:
   return _grouped(shape.groups, lambda a, i: a[i], per_slot, slot)
 
 
-class SlotPrefix(NamedTuple):
-  """One layer's prompt keys held per slot, [S, K, P, D], read by the lanes (see `model._attend`).
+class Seats(NamedTuple):
+  """Where the lanes sit among their group's slots this step (one index pair for all layers).
 
-  Lane l decodes sample `sample[l]` of slot `slot[l]`'s prompt (an idle lane
-  has sample >= `samples` and reads nothing). Queries are seated at (slot,
-  sample), so each slot's keys are read once per step in one small matmul:
-  copying a prompt's keys out for each of its lanes made SmolLM2's E-step
-  decode 10-15% slower on a 2-core CPU.
+  Lane l decodes sample `sample[l]` of slot `slot[l]`'s prompt; each slot has
+  a seat per sample. `lane` [S, samples] is the lane at each seat (the
+  group's lane count where none: a zero query); `seat` [L] each lane's seat
+  in a slot-major flattening (an idle lane reads an arbitrary seat).
+  """
+  lane: jax.Array
+  seat: jax.Array
+  groups: int
+
+  @classmethod
+  def of(cls, shape: Shape, slot: jax.Array, sample: jax.Array) -> "Seats":
+    """Seats of lanes (slot, sample); a lane with sample >= samples sits nowhere."""
+    n = shape.config.num_samples
+    per_group = shape.slots // shape.groups
+    def one(slot, sample):
+      lanes = slot.shape[0]
+      lane = jnp.full((per_group, n), lanes, jnp.int32).at[slot, sample].set(
+          jnp.arange(lanes, dtype=jnp.int32), mode="drop")
+      return lane, slot * n + jnp.minimum(sample, n - 1)
+    return cls(*_grouped(shape.groups, one, slot, sample), shape.groups)
+
+
+class SlotPrefix(NamedTuple):
+  """One layer's prompt keys held per slot (keys [S, K, P, D], values [S, K, D, P]), read
+  by the lanes (see `model._attend_decoding`).
+
+  The lanes' queries are gathered into their seats, so each slot's keys are
+  read once per step, in one matmul for all of its samples (shared-prefix
+  attention, as in Hydragen): copying a prompt's keys out for each of its
+  lanes made SmolLM2's E-step decode 10-15% slower on a 2-core CPU. Attention
+  over the prompt finishes in the seats (output and log-sum-exp), so only a
+  query goes in and an output comes out per lane and layer; the lane's own
+  keys are attended in place and the two merged.
   """
   kv: KV
   mask: jax.Array
-  slot: jax.Array
-  sample: jax.Array
-  samples: int
-  groups: int
+  seats: Seats
 
-  def _seat(self, x: jax.Array) -> jax.Array:
-    """[L, ...] per lane -> [S, samples, ...] per seat."""
-    per_group = self.kv.k.shape[0] // self.groups
-    def seat(x, slot, sample):
-      room = jnp.zeros((per_group, self.samples) + x.shape[1:], x.dtype)
-      return room.at[slot, sample].set(x, mode="drop")
-    return _grouped(self.groups, seat, x, self.slot, self.sample)
-
-  def _unseat(self, y: jax.Array) -> jax.Array:
-    """[S, samples, ...] per seat -> [L, ...] per lane (an idle lane's row is arbitrary)."""
-    last = self.samples - 1
-    return _grouped(self.groups, lambda y, slot, sample: y[slot, jnp.minimum(sample, last)],
-                    y, self.slot, self.sample)
-
-  def scores(self, q: jax.Array) -> jax.Array:
-    """q [L, 1, 1, K, G, D] -> masked scores [L, 1, K, G, 1, P]."""
-    f32 = jnp.float32
-    s = jnp.einsum("snkgd,skpd->snkgp", self._seat(q[:, 0, 0]), self.kv.k,
-                   preferred_element_type=f32)
-    s = jnp.where(self.mask[:, None, None, None, :], s, jnp.finfo(f32).min)
-    return self._unseat(s)[:, None, :, :, None, :]
-
-  def values(self, probs: jax.Array) -> jax.Array:
-    """probs [L, 1, K, G, 1, P] -> [L, 1, 1, K, G, D]."""
-    out = jnp.einsum("snkgp,skpd->snkgd", self._seat(probs[:, 0, :, :, 0]), self.kv.v)
-    return self._unseat(out)[:, None, None]
+  def attend(self, q: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """q [L, 1, 1, K, G, D] -> (output [L, 1, 1, K, G, D], log-sum-exp [L, 1, 1, K, G, 1])."""
+    def one(q, lane, seat, k, v, mask):
+      queries = jnp.concatenate([q, jnp.zeros_like(q[:1])])[lane]  # [S, n, K, G, D]
+      s = jnp.einsum("snkgd,skpd->snkgp", queries, k, preferred_element_type=jnp.float32)
+      s = jnp.where(mask[:, None, None, None, :], s, jnp.finfo(jnp.float32).min)
+      out, lse = partial_attention(s[..., None, :], v, "snkgtp,skdp->sntkgd",
+                                   q.dtype)  # [S, n, 1, K, G, D|1]
+      flat = lambda a: a.reshape((-1,) + a.shape[2:])
+      return flat(out)[seat], flat(lse)[seat]
+    out, lse = _grouped(self.seats.groups, one, q[:, 0, 0], self.seats.lane, self.seats.seat,
+                        self.kv.k, self.kv.v, self.mask)
+    return out[:, None], lse[:, None]
 
 
 def _pending(shape: Shape, next_sample: jax.Array) -> jax.Array:
@@ -202,8 +218,9 @@ def prefill(cfg: ModelConfig, shape: Shape, params, s: dict, tokens, valid, keys
 
   def slot_keys(i: int, field: int) -> jax.Array:  # Layer i's keys (0) or values (1) per row.
     own = rest[i][field][:, 0]
-    return own if head is None else jnp.concatenate(
+    both = own if head is None else jnp.concatenate(
         [context[i][field].astype(own.dtype), own], axis=-2)
+    return jnp.swapaxes(both, -1, -2) if field == 1 else both
 
   put = lambda old, new: old.at[into].set(new.astype(old.dtype), mode="drop")
   full = jnp.concatenate([jnp.ones((rows, shared), bool), valid], axis=-1)
@@ -254,8 +271,8 @@ def step(cfg: ModelConfig, shape: Shape, params, s: dict) -> dict:
   length = jnp.where(stop_len > 0, s["t"] + 1 - stop_len, g)
   lengths = _grouped(shape.groups, lambda o, slot, i, x: o.at[slot, i].set(x, mode="drop"),
                      s["lengths"], s["slot"], jnp.where(finished, s["sample"], n), length)
-  prefix = tuple(SlotPrefix(kv, s["prefix_mask"], s["slot"], at, n, shape.groups)
-                 for kv in s["prefix"])
+  seats = Seats.of(shape, s["slot"], at)
+  prefix = tuple(SlotPrefix(kv, s["prefix_mask"], seats) for kv in s["prefix"])
   positions = _per_lane(shape, s["prompt_len"], s["slot"]) + s["t"]
   step_logits, cache = unrolled(
       cfg, params, s["token"][:, None, None], positions[:, None, None],
@@ -274,16 +291,24 @@ def free(shape: Shape, s: dict) -> jax.Array:
   return _grouped(shape.groups, of_group, s["next_sample"], s["slot"], s["active"])
 
 
-def decode(cfg: ModelConfig, shape: Shape, params, s: dict, need, more
-           ) -> tuple[dict, jax.Array]:
-  """Decode steps until `need` slots are free, no lane is active, or (with `more`
-  prompts waiting) a lane idles for want of samples while a slot is free."""
-  def going(s):
-    free_slots = jnp.sum(free(shape, s))
-    starving = more & ~jnp.all(s["active"]) & (jnp.sum(_pending(shape, s["next_sample"])) == 0)
-    return jnp.any(s["active"]) & (free_slots < need) & ~(starving & (free_slots > 0))
-  s = jax.lax.while_loop(going, lambda s: step(cfg, shape, params, s), s)
-  return s, free(shape, s)
+def decode(cfg: ModelConfig, shape: Shape, params, s: dict, steps: int, need, more
+           ) -> tuple[dict, jax.Array, jax.Array]:
+  """`steps` decode steps, a fixed trip count, then whether the host should run more.
+
+  A loop whose trip count depends on the data makes a GPU copy its predicate
+  to the host and wait at every step; a known count runs the steps back to
+  back, and the host decides between chunks. Lanes with nothing left to
+  decode idle to the chunk's end. Returns the state, which slots are free,
+  and whether to go on: some lane is active, fewer than `need` slots are free,
+  and (with `more` prompts waiting) no lane idles for want of samples while
+  a slot is free.
+  """
+  s = jax.lax.fori_loop(0, steps, lambda _, s: step(cfg, shape, params, s), s)
+  free_slots = free(shape, s)
+  count = jnp.sum(free_slots)
+  starving = more & ~jnp.all(s["active"]) & (jnp.sum(_pending(shape, s["next_sample"])) == 0)
+  going = jnp.any(s["active"]) & (count < need) & ~(starving & (count > 0))
+  return s, free_slots, going
 
 
 def collect(pad_id: int, s: dict, slots: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

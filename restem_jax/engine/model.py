@@ -93,33 +93,86 @@ def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str
   return value.astype(jnp.dtype(cfg.dtype))
 
 
-def _attend(q: Array, prefix, prefix_mask: Array | None, own: KV, own_mask: Array) -> Array:
-  """Softmax attention of q over the prompt segment and the own segment.
+def _attend(q: Array, prefix: KV | None, prefix_mask: Array | None, own: KV,
+            own_mask: Array) -> Array:
+  """Softmax attention of q over the prompt segment and the own segment (one softmax).
 
-  q: [B, N, T, K, G, D]; own.k/v: [B, N, K, S, D]; own_mask: [B, N, T, S].
-  prefix: a `KV` of [B, K, P, D] visible where prefix_mask [B, P], or any object
-  whose `scores(q)` gives masked [B, N, K, G, T, P] scores and `values(probs)`
-  their [B, N, T, K, G, D] sum (the sampler's prompt keys held per slot).
-  Returns [B, N, T, K, G, D].
+  q: [B, N, T, K, G, D]; own.k/v: [B, N, K, S, D]; own_mask: [B, N, T, S];
+  prefix: keys [B, K, P, D] visible where prefix_mask [B, P], e.g. a prompt
+  head shared by every prompt. Returns [B, N, T, K, G, D].
+  """
+  f32 = jnp.float32
+  neg = jnp.finfo(f32).min
+  s_own = jnp.einsum("bntkgd,bnksd->bnkgts", q, own.k, preferred_element_type=f32)
+  scores = [jnp.where(own_mask[:, :, None, None], s_own, neg)]
+  if prefix is not None:
+    s_pre = jnp.einsum("bntkgd,bkpd->bnkgtp", q, prefix.k, preferred_element_type=f32)
+    scores.append(jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg))
+  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
+  s = own.k.shape[3]
+  out = jnp.einsum("bnkgts,bnksd->bntkgd", probs[..., :s], own.v)
+  if prefix is not None:
+    out = out + jnp.einsum("bnkgtp,bkpd->bntkgd", probs[..., s:], prefix.v)
+  return out
+
+
+def _write(cache: KV, new: KV, index: Array) -> KV:
+  """A decode step's keys and values written into the cache in place, at `index` [B, N].
+
+  The cache holds keys [B, N, K, S, D] and values [B, N, K, D, S]: both matmuls
+  of attention then contract each operand's minor axis, the layout XLA's CPU
+  matmuls take; with values [.., S, D] it transposed the whole value cache
+  at every step.
+  """
+  b, n = index.shape
+  rows, lanes = jnp.arange(b)[:, None], jnp.arange(n)[None, :]
+  k = cache.k.at[rows, lanes, :, index].set(new.k[:, :, :, 0].astype(cache.k.dtype))
+  v = cache.v.at[rows, lanes, :, :, index].set(new.v[:, :, :, 0].astype(cache.v.dtype))
+  axes = ("act_batch", "act_samples", "act_kv_heads", None, None)
+  return KV(partitioning.constrain(k, axes), partitioning.constrain(v, axes))
+
+
+def _attend_decoding(q: Array, prefix, prefix_mask: Array | None, own: KV, own_mask: Array
+                     ) -> Array:
+  """One decode step's attention over the lane's own keys and its prompt's.
+
+  q: [B, N, 1, K, G, D]; own_mask [B, N, 1, S]; own in `_write`'s layout. The
+  prompt segment is a `KV` (keys [B, K, P, D], values [B, K, D, P]) visible
+  where `prefix_mask`, or an object whose `attend(q)` gives its output
+  and log-sum-exp (`partial_attention`'s pair: the sampler reads each slot's
+  prompt keys once for all of its lanes); the segments merge as in flash attention.
   """
   f32 = jnp.float32
   neg = jnp.finfo(f32).min
   s_own = jnp.einsum("bntkgd,bnksd->bnkgts", q, own.k, preferred_element_type=f32)
   s_own = jnp.where(own_mask[:, :, None, None], s_own, neg)
-  scores = [s_own]
+  out, lse = partial_attention(s_own, own.v, "bnkgts,bnkds->bntkgd", q.dtype)
+  if prefix is None:
+    return out.astype(q.dtype)
   if isinstance(prefix, KV):
     s_pre = jnp.einsum("bntkgd,bkpd->bnkgtp", q, prefix.k, preferred_element_type=f32)
-    scores.append(jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg))
-  elif prefix is not None:
-    scores.append(prefix.scores(q))
-  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
-  s = own.k.shape[3]
-  out = jnp.einsum("bnkgts,bnksd->bntkgd", probs[..., :s], own.v)
-  if isinstance(prefix, KV):
-    out = out + jnp.einsum("bnkgtp,bkpd->bntkgd", probs[..., s:], prefix.v)
-  elif prefix is not None:
-    out = out + prefix.values(probs[..., s:])
-  return out
+    s_pre = jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg)
+    pre_out, pre_lse = partial_attention(s_pre, prefix.v, "bnkgtp,bkdp->bntkgd", q.dtype)
+  else:
+    pre_out, pre_lse = prefix.attend(q)
+  top = jnp.maximum(lse, pre_lse)
+  w, pre_w = jnp.exp(lse - top), jnp.exp(pre_lse - top)
+  return ((out * w + pre_out * pre_w) / (w + pre_w)).astype(q.dtype)
+
+
+def partial_attention(scores: Array, v: Array, spec: str, dtype) -> tuple[Array, Array]:
+  """Attention over one segment of keys, to be merged with others' (as in flash attention).
+
+  scores: masked float32 [..., K, G, T, S]; `spec` contracts them with v into
+  [..., T, K, G, D]. Returns that output, normalised over this segment, in
+  float32, and the segment's log-sum-exp [..., T, K, G, 1].
+  """
+  top = jnp.max(scores, axis=-1, keepdims=True)
+  e = jnp.exp(scores - top)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  out = jnp.einsum(spec, e.astype(dtype), v, preferred_element_type=jnp.float32)
+  to_out = lambda a: jnp.moveaxis(a, -2, -4)  # [..., K, G, T, 1] -> [..., T, K, G, 1]
+  return out / to_out(total), to_out(top + jnp.log(total))
 
 
 class Attention(nn.Module):
@@ -150,20 +203,21 @@ class Attention(nn.Module):
     scale = cfg.query_scale if cfg.query_scale is not None else d ** -0.5
     q = (q * scale).reshape(q.shape[:3] + (k, h // k, d))
     q = partitioning.constrain(q, ("act_batch", "act_samples", "act_length", "act_kv_heads", None, None))
-    # Heads before length: a decode step then writes one contiguous slice
-    # and XLA never transposes the whole cache.
+    # Heads before length: a prefill's keys copy into a slot without a transpose.
     new = KV(kk.transpose(0, 1, 3, 2, 4), vv.transpose(0, 1, 3, 2, 4))
-    if cache is not None:  # One new position per row, each at its own index.
-      b, n = cache_index.shape
-      rows, lanes = jnp.arange(b)[:, None], jnp.arange(n)[None, :]
-      new = KV(*(c.at[rows, lanes, :, cache_index].set(x[:, :, :, 0].astype(c.dtype))
-                 for c, x in zip(cache, new)))
-    new = KV(*(partitioning.constrain(a, ("act_batch", "act_samples", "act_kv_heads", None, None))
-               for a in new))
-    own = KV(new.k.astype(q.dtype), new.v.astype(q.dtype))
-    out = _attend(q, prefix, prefix_mask, own, own_mask)
-    out = out.reshape(out.shape[:3] + (h, d))
-    return jnp.einsum("bnthd,hde->bnte", out, wo), new
+    if cache is None:
+      new = KV(*(partitioning.constrain(a, ("act_batch", "act_samples", "act_kv_heads", None, None))
+                 for a in new))
+      out = _attend(q, prefix, prefix_mask, KV(new.k.astype(q.dtype), new.v.astype(q.dtype)),
+                    own_mask)
+    else:
+      new = _write(cache, new, cache_index)
+      out = _attend_decoding(q, prefix, prefix_mask,
+                             KV(new.k.astype(q.dtype), new.v.astype(q.dtype)), own_mask)
+    # Heads and head_dim as one contracted axis: XLA then lays the small activation
+    # out to match the weight, rather than copying the weight at every decode step.
+    out = out.reshape(out.shape[:3] + (h * d,))
+    return jnp.einsum("bntf,fe->bnte", out, wo.reshape(h * d, e)), new
 
 
 class Mlp(nn.Module):

@@ -41,6 +41,8 @@ __all__ = ["CallStats", "Sampler", "SamplingConfig", "Samples", "Stopping", "buc
 # keep a chip's matmuls busy, while the attention scores (rows x length^2) of a quarter of
 # a greedy call's slots of 1,536-token prompts would outgrow the KV cache itself.
 MAX_PREFILL_TOKENS = 16384
+# Decode steps per device call (see `decoding.decode`).
+DECODE_CHUNK = 8
 
 
 class CallStats(NamedTuple):
@@ -75,12 +77,16 @@ class Sampler:
   group: batched prefill costs less per prompt).
   share_head: prefill the prompts' common head once per call (off: each
   prompt whole, as a reference).
+  decode_chunk: decode steps per device call (`decoding.decode`); the host
+  checks for finished prompts between calls. Longer chunks launch less often
+  and leave lanes idle longer once their prompts' samples run out.
   """
 
   def __init__(self, model_config: ModelConfig, mesh: Mesh,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES, *, pad_id: int = 0,
                max_prompt_len: int = 512, min_prompt_bucket: int = 32, max_batch: int = 16,
-               lanes: int = 4, refill: int | None = None, share_head: bool = True):
+               lanes: int = 4, refill: int | None = None, share_head: bool = True,
+               decode_chunk: int = DECODE_CHUNK):
     self.model = Decoder(model_config)
     self.mesh, self.rules = mesh, rules
     self.pad_id = pad_id
@@ -92,6 +98,9 @@ class Sampler:
     self.data_parallel, self.lanes, self._refill = data_parallel, lanes, refill
     self.rows = round_up(max_batch * lanes, data_parallel)
     self.share_head = share_head
+    if decode_chunk < 1:
+      raise ConfigError(f"Sampler decode_chunk={decode_chunk} must be at least 1.")
+    self.decode_chunk = decode_chunk
     stacked = P.param_shardings(self.model, mesh, rules)
     self.param_shardings = dict(stacked, layers=self._layer_shardings(stacked["layers"]))
     self.abstract_params = partitioning.abstract_on(
@@ -225,9 +234,12 @@ class Sampler:
       if all(o is None for o in owners):
         self.last_call = CallStats(int(np.asarray(state["steps"])), shape.lanes, slots)
         return
-      need = min(refill, len(pending)) if pending else slots
-      state, free = self._function("decode", shape)(
-          params, state, scalar(np.int32(need)), scalar(bool(pending)))
+      need = scalar(np.int32(min(refill, len(pending)) if pending else slots))
+      going = True
+      while going:
+        state, free, going = self._function("decode", shape)(params, state, need,
+                                                             scalar(bool(pending)))
+        going = bool(np.asarray(going))
       free = np.asarray(free)
 
   def _check(self, prompts: Sequence[Sequence[int]]) -> None:
@@ -315,8 +327,10 @@ class Sampler:
       return jax.jit(traced(lambda *a: decoding.prefill(self.model.cfg, shape, *a)),
                      donate_argnums=1, out_shardings=state)
     if name == "decode":
-      return jax.jit(traced(lambda *a: decoding.decode(self.model.cfg, shape, *a)),
-                     donate_argnums=1, out_shardings=(state, replicated))
+      chunk = self.decode_chunk
+      return jax.jit(traced(lambda p, s, *a: decoding.decode(self.model.cfg, shape, p, s, chunk,
+                                                             *a)),
+                     donate_argnums=1, out_shardings=(state, replicated, replicated))
     assert name == "collect"
     return jax.jit(traced(lambda *a: decoding.collect(self.pad_id, *a)),
                    out_shardings=replicated)
@@ -338,7 +352,7 @@ class Sampler:
                     parts: bool = False) -> dict[str, Any]:
     """Compiles the largest bucket from shapes alone, for any mesh (e.g. a TPU topology).
 
-    Returns {"prefill": `refill` prompts, "decode": the decode loop};
+    Returns {"prefill": `refill` prompts, "decode": a chunk of decode steps};
     with `parts`, "decode_step" (one step) instead of "decode": compiled cost
     analysis counts a loop body once, so per-token costs are read from one step.
     """
@@ -367,6 +381,8 @@ class Sampler:
     def step(*args):
       with partitioning.sharding_context(self.mesh, self.rules):
         return decoding.step(self.model.cfg, shape, *args)
-    out["decode_step"] = jax.jit(step, out_shardings=self._state_shardings(shapes)).lower(
+    # Donated, as the decode loop carries the state: the caches update in place.
+    out["decode_step"] = jax.jit(step, donate_argnums=1,
+                                 out_shardings=self._state_shardings(shapes)).lower(
         params, state).compile()
     return out
