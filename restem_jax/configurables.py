@@ -61,8 +61,13 @@ def build(configurable: type | Callable[..., Any]) -> Any:
 
 # Placement and speed only: a run's samples depend on (seed, problem, sample
 # index), not on slots or mesh (tests/test_sampler.py, tests/test_sharding.py).
+# FinetuneConfig.grad_accum_steps is of the same kind: each step still updates on
+# FinetuneConfig.batch_size rows (the effective batch), with the loss and gradient of the
+# whole batch; only float rounding differs, as it does between meshes, which already
+# change freely. The train state has the same shape either way, so a run that ran out
+# of memory resumes mid M-step with more microbatches, without --allow_config_change.
 NOT_RESULTS = ("MeshConfig.", "RestemConfig.sample_batch", "ModelConfig.remat",
-               "ModelConfig.scan_unroll")
+               "ModelConfig.scan_unroll", "FinetuneConfig.grad_accum_steps")
 
 
 def result_bindings() -> dict[str, str]:
@@ -72,7 +77,8 @@ def result_bindings() -> dict[str, str]:
     name = selector.rsplit(".", 1)[-1]
     for param, value in params.items():
       key = scope if name == "macro" else f"{scope + '/' if scope else ''}{name}.{param}"
-      if not key.startswith(NOT_RESULTS):
+      # Scoped too: base/FinetuneConfig.grad_accum_steps is placement as the unscoped one.
+      if not key.rsplit("/", 1)[-1].startswith(NOT_RESULTS):
         out[key] = repr(value)
   return dict(sorted(out.items()))
 

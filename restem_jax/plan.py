@@ -75,6 +75,10 @@ class Plan(NamedTuple):
   programs: list[Any]
   # The largest RestemConfig.sample_batch every sampler fits with (None: not measured).
   largest_sample_batch: int | None
+  # When the train step does not fit: the fewest FinetuneConfig.grad_accum_steps that fits
+  # (or the most tried, if none does), its microbatch's rows and that train step's plan
+  # (None: not searched).
+  grad_accum: tuple[int, int, Any] | None = None
 
 
 def plan(topology: str, estimates: bool = True) -> Plan:
@@ -103,8 +107,15 @@ def plan(topology: str, estimates: bool = True) -> Plan:
     return planning.plan_sampler(name, model, sample_mesh, rules, config, sample_batch * groups,
                                  restem.max_prompt_len, tpu, knobs, estimates)
 
-  programs = [planning.plan_train_step(model, build(OptimizerConfig), mesh, rules,
-                                       m_step.batch_size, m_step.seq_len, tpu, estimates)]
+  optimizer = build(OptimizerConfig)
+  programs = [planning.plan_train_step(model, optimizer, mesh, rules, m_step.batch_size,
+                                       m_step.seq_len, tpu, estimates, m_step.grad_accum_steps)]
+  grad_accum = None
+  if not programs[0].fits(tpu):  # Smaller microbatches, the same effective batch?
+    found = planning.fitting_grad_accum_steps(model, optimizer, mesh, rules, m_step.batch_size,
+                                              m_step.seq_len, tpu, start=m_step.grad_accum_steps)
+    if found:
+      grad_accum = (found[0], m_step.batch_size // found[0], found[1])
   programs += [sampler_at(*sampler, restem.sample_batch, estimates) for sampler in samplers]
   train_state = {"train state (parameters, optimizer state)":
                  programs[0].parts["parameters"] + programs[0].parts["optimizer state"]}
@@ -134,7 +145,8 @@ def plan(topology: str, estimates: bool = True) -> Plan:
         for free, once, low in zip(room, programs[1:4], at_half)])
     while largest > restem.sample_batch and not fits(largest):
       largest = max(restem.sample_batch, largest * 7 // 8)
-  return Plan(tpu, {"training": mesh, "sampling": sample_mesh}, model, programs, largest)
+  return Plan(tpu, {"training": mesh, "sampling": sample_mesh}, model, programs, largest,
+              grad_accum)
 
 
 def _gib(n: float) -> str:
@@ -153,7 +165,8 @@ def report(plan_: Plan) -> str:
   from restem_jax.engine import planning  # pylint: disable=import-outside-toplevel
   tpu, meshes, model, programs = plan_[:4]
   lines = [
-      f"{tpu.name}: {len(tpu.devices)} devices ({tpu.chip.name}, {tpu.devices_per_chip} per chip); "
+      f"{tpu.name}: {len(tpu.devices)} device{'s' if len(tpu.devices) > 1 else ''} "
+      f"({tpu.chip.name}, {tpu.devices_per_chip} per chip); "
       f"per device {_gib(tpu.hbm_bytes)} HBM, {_si(tpu.peak_flops, 'FLOP/s')} bf16 peak, "
       f"{_si(tpu.hbm_bandwidth, 'B/s')} HBM bandwidth, {_si(tpu.ici_bandwidth, 'B/s')} "
       "interconnect (all links, both ways)",
@@ -187,6 +200,18 @@ def report(plan_: Plan) -> str:
     lines += [f"Largest RestemConfig.sample_batch that every sampler fits with: "
               f"{plan_.largest_sample_batch} (per data-parallel group of the sampling mesh; "
               f"compiled; the plan looks no further than {MAX_SAMPLE_BATCH})", ""]
+  if plan_.grad_accum is not None:
+    steps, micro, train = plan_.grad_accum
+    rows = f"microbatches of {micro} row{'s' if micro > 1 else ''}"
+    if train.fits(tpu):
+      lines += [f"FinetuneConfig.grad_accum_steps = {steps} fits the M-step train step "
+                f"({rows}, the same batch per step): {_gib(train.peak_bytes)} per device "
+                f"of {_gib(tpu.hbm_bytes)}.", ""]
+    else:
+      lines += [f"Even with FinetuneConfig.grad_accum_steps = {steps} ({rows}) the M-step "
+                f"train step needs {_gib(train.peak_bytes)} per device, of which "
+                + ", ".join(f"{name} {_gib(size)}" for name, size in train.parts.items())
+                + ".", ""]
   failed = [p for p in programs if not p.fits(tpu)]
   if not failed:
     lines.append(f"All {len(programs)} programs fit on {tpu.name}."

@@ -60,6 +60,9 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   sharded = sum(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                 for x in jax.tree.leaves(grads))
   state, metrics = trainer.step(trainer.init_state(params), batch)
+  # Two microbatches of 4 rows (rows 0, 2, 4, 6 and 1, 3, 5, 7): the whole batch's gradient.
+  accum_loss, accum_grads = engine.trainer(OptimizerConfig(name="adamw"), 2).gradients(
+      params, batch)
   greedy_config = SamplingConfig(temperature=0.0, max_new_tokens=8)
   # Samples of mixed lengths: lanes move between prompts, within each data shard.
   sampled_config = SamplingConfig(num_samples=3, temperature=1.0, top_k=0, max_new_tokens=8)
@@ -73,7 +76,10 @@ def main(data: int, fsdp: int, tensor: int, rules_name: str, out: str) -> None:
   sampled_in_place = in_place.sample(params, random_prompts(12, 128, seed=3), sampled_config,
                                      seed=4, stopping=stopping)
   flat = {f"grad_{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))}
+  flat.update({f"accum_grad_{i}": np.asarray(g)
+               for i, g in enumerate(jax.tree.leaves(accum_grads))})
   np.savez(out, loss=trainer.loss(params, batch), step_loss=metrics["loss"],
+           accum_loss=accum_loss,
            tokens=greedy.tokens, sampled=sampled.tokens, sampled_lengths=sampled.lengths,
            logprobs=sampled.logprobs, in_place_tokens=greedy_in_place.tokens,
            in_place_sampled=sampled_in_place.tokens, in_place_lengths=sampled_in_place.lengths,

@@ -48,6 +48,10 @@ class ConfigurablesTest(absltest.TestCase):
         ("EvalConfig.pass_ks = (1, '4')", r"EvalConfig.pass_ks=\(1, '4'\) must be a tuple"),
         ("EvalConfig.pass_top_p = 1.5", "pass_top_p=1.5 must be in"),
         ("FinetuneConfig.batch_size = 0", "FinetuneConfig.batch_size=0 must be >= 1"),
+        ("FinetuneConfig.grad_accum_steps = 0", "FinetuneConfig.grad_accum_steps=0 must be >= 1"),
+        ("FinetuneConfig.grad_accum_steps = 3",  # The default batch_size is 32.
+         r"FinetuneConfig.batch_size=32 is not divisible by FinetuneConfig.grad_accum_steps=3"
+         r".* one of \[1, 2, 4, 8, 16, 32\], or batch_size to a multiple of 3"),
         ("OptimizerConfig.warmup_steps = -1", "warmup_steps=-1 must be >= 0"),
         ("ModelConfig.remat = 'yes'", "ModelConfig.remat='yes' must be True or False")):
       with self.subTest(binding):

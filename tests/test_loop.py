@@ -3,6 +3,7 @@
 import dataclasses
 import gc
 import glob
+import json
 import os
 import tempfile
 
@@ -134,6 +135,84 @@ class LoopTest(absltest.TestCase):
     self.assertTrue(glob.glob(f"{workdir}/tensorboard/events.out.tfevents.*"))
     with open(f"{workdir}/pass_at_1.png", "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+  def test_m_step_steps_in_microbatches_with_the_whole_batchs_loss_and_gradients(self):
+    # FinetuneConfig.grad_accum_steps reaches the M-step (and the SFT control) through the
+    # loop; the micro M-step's 16 rows go as 4 microbatches of 4 rows.
+    seen = []
+    step = Trainer.step  # setUp's counting step.
+
+    def recording_step(trainer, state, batch):
+      if trainer.grad_accum_steps > 1 and len(seen) < 2:
+        before = jax.tree.map(np.array, state)  # The step donates its state.
+        new_state, metrics = step(trainer, state, batch)
+        seen.append((trainer, before, batch, metrics, jax.tree.map(np.array, new_state)))
+        return new_state, metrics
+      return step(trainer, state, batch)
+
+    Trainer.step = recording_step  # setUp's cleanup restores the original.
+    summary = run_micro(tempfile.mkdtemp(), "FinetuneConfig.grad_accum_steps = 4",
+                        "RestemConfig.iterations = 1", "RestemConfig.sft_control = False")
+    self.assertLen(summary["iterations"], 2)
+    self.assertLen(seen, 2)
+    for trainer, before, batch, metrics, after in seen:
+      self.assertEqual(trainer.grad_accum_steps, 4)
+      self.assertLen(batch["tokens"], 16)
+      whole = Trainer(trainer.model.cfg, trainer.optimizer_config, trainer.mesh, trainer.rules)
+      self.assertEqual(whole.grad_accum_steps, 1)
+      loss, grads = whole.gradients(before.params, batch)
+      self.assertAlmostEqual(metrics["loss"], loss, delta=1e-5)
+      split_loss, split_grads = trainer.gradients(before.params, batch)
+      self.assertAlmostEqual(split_loss, loss, delta=1e-5)
+      for x, y in zip(jax.tree.leaves(split_grads), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+      # The step's optimizer saw the whole batch's gradient: AdamW's moments after it equal
+      # those of the same state stepped unsplit. (Not the parameters: Adam's early steps are
+      # about lr * sign(gradient), which turns float noise in a near-zero gradient into a
+      # full step.)
+      reference, _ = whole.step(jax.tree.map(jax.numpy.asarray, before), batch)
+      for x, y in zip(jax.tree.leaves(after.opt_state), jax.tree.leaves(reference.opt_state)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+  def test_a_run_stopped_mid_m_step_resumes_to_the_same_summary_with_microbatches(self):
+    bindings = ("FinetuneConfig.grad_accum_steps = 4", "RestemConfig.iterations = 1",
+                "RestemConfig.sft_control = False")
+    reference = tempfile.mkdtemp()
+    run_micro(reference, *bindings)
+    workdir = tempfile.mkdtemp()
+    step = Trainer.step
+    calls = []
+
+    class Stop(Exception):
+      pass
+
+    progress = os.path.join(workdir, "iter_1", "m_step", "progress.json")
+
+    def stopping_step(trainer, state, batch):
+      self.assertEqual(trainer.grad_accum_steps, 4)  # The base's training too (unscoped).
+      if os.path.exists(progress):  # Iteration 1's M-step, after its check at step 10.
+        calls.append(1)
+        if len(calls) == 5:
+          raise Stop()
+      return step(trainer, state, batch)
+
+    Trainer.step = stopping_step
+    with self.assertRaises(Stop):
+      run_micro(workdir, *bindings)
+    Trainer.step = step
+    with open(progress) as f:
+      self.assertEqual(json.load(f)["step"], 10)
+    self.assertFalse(os.path.exists(os.path.join(workdir, "summary.json")))
+    run_micro(workdir, *bindings)
+
+    def load(path):
+      with open(os.path.join(path, "summary.json")) as f:
+        return json.load(f)
+
+    self.assertEqual(load(workdir), load(reference))
+    with open(os.path.join(workdir, "iter_1", "m_step.json")) as f, \
+         open(os.path.join(reference, "iter_1", "m_step.json")) as g:
+      self.assertEqual(json.load(f), json.load(g))  # Every check's loss and score.
 
   def test_continue_from_previous_iterate(self):
     workdir = tempfile.mkdtemp()

@@ -47,6 +47,61 @@ class PlanningTest(absltest.TestCase):
     with self.assertRaisesRegex(ConfigError, "GENERATION:SHAPE"):
       planning.tpu_slice("v5e-16")
 
+  def test_one_host_topologies_single_chips_included(self):
+    for topology, devices, hbm_gib in (("v5e:1x1", 1, 16), ("v6e:1x1", 1, 32), ("v5e:2x2", 4, 16),
+                                       ("v5e:2x4", 8, 16), ("v6e:2x4", 8, 32),
+                                       ("v5e:4x4", 16, 16)):
+      with self.subTest(topology):
+        tpu = planning.tpu_slice(topology)
+        self.assertLen(tpu.devices, devices)
+        self.assertEqual(tpu.hbm_bytes, hbm_gib * 1024 ** 3)
+    # libtpu's default host (2x2x1) does not tile a single chip: one host is the slice.
+    self.assertEqual(planning.chips_per_host_bounds("1x1"), (1, 1, 1))
+    self.assertEqual(planning.chips_per_host_bounds("1x2"), (1, 2, 1))
+    for shape in ("2x2", "2x4", "4x4", "2x2x1", "2x2x4"):
+      self.assertIsNone(planning.chips_per_host_bounds(shape), shape)
+
+  def test_microbatches_lower_train_step_memory_and_the_fewest_that_fit_are_found(self):
+    rows, seq = 64, 256
+    plans = {k: planning.plan_train_step(SMALL, ADAMW, self.data_mesh, RULES, rows, seq,
+                                         self.tpu, estimates=False, grad_accum_steps=k)
+             for k in (1, 2, 4, 8)}
+    self.assertIn("as 4 microbatches of 16 rows", plans[4].shape)
+    for k in (2, 4, 8):  # Memory falls with the microbatch; the state does not change.
+      self.assertLess(plans[k].peak_bytes, plans[k // 2].peak_bytes)
+      self.assertEqual(plans[k].parts["parameters"], plans[1].parts["parameters"])
+    # A chip just too small for 2 microbatches: the search names 4, the fewest that fit.
+    chip = dataclasses.replace(self.tpu, chip=dataclasses.replace(
+        self.tpu.chip, hbm_bytes=(plans[2].peak_bytes + plans[4].peak_bytes) / 2))
+    steps, fitting = planning.fitting_grad_accum_steps(SMALL, ADAMW, self.data_mesh, RULES,
+                                                       rows, seq, chip)
+    self.assertEqual(steps, 4)
+    self.assertTrue(fitting.fits(chip))
+    self.assertFalse(plans[2].fits(chip))
+    # Microbatches must still split over the 4 data-parallel devices: 16 (of 4 rows) is the
+    # most tried, and with none fitting it is returned, not fitting.
+    too_small = dataclasses.replace(self.tpu, chip=dataclasses.replace(self.tpu.chip,
+                                                                       hbm_bytes=1024))
+    steps, fitting = planning.fitting_grad_accum_steps(SMALL, ADAMW, self.data_mesh, RULES,
+                                                       rows, seq, too_small)
+    self.assertEqual(steps, 16)
+    self.assertFalse(fitting.fits(too_small))
+    self.assertIsNone(planning.fitting_grad_accum_steps(SMALL, ADAMW, self.data_mesh, RULES,
+                                                        rows, seq, too_small, start=16))
+
+  def test_microbatch_costs_count_every_microbatch(self):
+    plain = dataclasses.replace(SMALL, remat=False)
+    rows, seq = 16, 128
+    split = planning.plan_train_step(plain, ADAMW, self.data_mesh, RULES, rows, seq, self.tpu,
+                                     grad_accum_steps=4)
+    # XLA counts the microbatch loop's body once; the plan counts all 4 microbatches: the
+    # FLOPs of the step fully unrolled (layers and microbatches), and the architecture's.
+    unrolled = Trainer(dataclasses.replace(plain, scan_unroll=2), ADAMW, self.data_mesh, RULES,
+                       grad_accum_steps=4, unroll_microbatches=True)
+    flops, _, _ = planning._costs(unrolled.compile_ahead(rows, seq))
+    self.assertAlmostEqual(split.costs["step"][0] / flops, 1.0, delta=0.01)
+    self.assertBetween(split.costs["step"][0] / split.flops["step"], 0.95, 1.2)
+
   def test_train_step_memory_and_every_layers_flops(self):
     rows, seq = 16, 128
     # Without remat, whose recomputation XLA partly elides (its count is then
@@ -197,8 +252,23 @@ class PlanCommandTest(absltest.TestCase):
     self.assertEqual(result.returncode, 1, result.stderr[-3000:])
     self.assertIn("DOES NOT FIT", result.stdout)
     self.assertIn("M-step train step needs", result.stdout)
-    for knob in ("FinetuneConfig.batch_size", "MeshConfig.fsdp", "ModelConfig.remat"):
+    for knob in ("FinetuneConfig.grad_accum_steps", "FinetuneConfig.batch_size",
+                 "MeshConfig.fsdp", "ModelConfig.remat"):
       self.assertIn(knob, result.stdout)
+    # Parameters this large fit in no microbatch: the plan says so, with the figure, for the
+    # smallest microbatch that still splits over the 4 data-parallel chips (16 / 4 rows).
+    self.assertRegex(result.stdout, r"Even with FinetuneConfig.grad_accum_steps = 4 "
+                                    r"\(microbatches of 4 rows\) the M-step train step needs "
+                                    r"[\d.]+ GiB per device, of which parameters")
+
+  def test_micro_run_fits_a_single_chip_in_microbatches(self):
+    result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e:1x1",
+                      "--gin.FinetuneConfig.grad_accum_steps=4", "--noestimates")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("v5e:1x1: 1 device (v5e, 1 per chip)", result.stdout)
+    self.assertIn("M-step train step: 16 rows x 16 tokens, adamw, as 4 microbatches of 4 rows",
+                  result.stdout)
+    self.assertIn("All 5 programs fit on v5e:1x1", result.stdout)
 
   def test_bad_topology_is_a_usage_error(self):
     result = plan_cli(f"--gin_file={ROOT}/tests/micro.gin", "--topology=v5e-16")

@@ -1,6 +1,6 @@
-"""Meshes 1x8, 2x4, 8x1 (and FSDP, and other rules) give one device's loss, gradients, greedy
-and sampled tokens, through one Engine whose restored parameters have the shardings its jits expect;
-the sampling layout samples what the training layout samples."""
+"""Meshes 1x8, 2x4, 8x1 (and FSDP, and other rules) give one device's loss, gradients (also in
+microbatches), greedy and sampled tokens, through one Engine whose restored parameters have the
+shardings its jits expect; the sampling layout samples what the training layout samples."""
 
 import os
 import subprocess
@@ -39,9 +39,13 @@ class ShardingTest(absltest.TestCase):
         got = self.results[name]
         np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-5)
         np.testing.assert_allclose(got["step_loss"], ref["step_loss"], rtol=1e-5)
+        np.testing.assert_allclose(got["accum_loss"], ref["loss"], rtol=1e-5)
         grads = sorted(k for k in ref if k.startswith("grad_"))
         for key in grads:
           np.testing.assert_allclose(got[key], ref[key], atol=1e-5, rtol=1e-4, err_msg=key)
+          # In microbatches, each device keeping its own rows: the same gradient.
+          np.testing.assert_allclose(got["accum_" + key], ref[key], atol=1e-5, rtol=1e-4,
+                                     err_msg="accum_" + key)
         np.testing.assert_array_equal(got["tokens"], ref["tokens"])
         np.testing.assert_array_equal(got["sampled"], ref["sampled"])
         np.testing.assert_array_equal(got["sampled_lengths"], ref["sampled_lengths"])

@@ -189,6 +189,27 @@ class GinConfigsTest(absltest.TestCase):
     self._parse("models/smollm2_135m.gin", "math.gin")
     self.assertEqual(build(EvalConfig).maj_ks, (64,))
 
+  def test_single_chip_configs_keep_the_papers_run_and_its_batch(self):
+    from restem_jax.configurables import build  # pylint: disable=import-outside-toplevel
+    from restem_jax.engine.config import ModelConfig  # pylint: disable=import-outside-toplevel
+    from restem_jax.restem.finetune import FinetuneConfig  # pylint: disable=import-outside-toplevel
+    from restem_jax.restem.loop import RestemConfig  # pylint: disable=import-outside-toplevel
+    self._parse("math.gin")
+    paper, paper_tune = build(RestemConfig), build(FinetuneConfig)
+    for name, embed_dim, steps in (("colab_v5e.gin", 896, 8), ("colab_v6e.gin", 2048, 4)):
+      with self.subTest(name):
+        self._parse(name)
+        tune = build(FinetuneConfig)
+        self.assertEqual(build(ModelConfig).embed_dim, embed_dim)
+        self.assertEqual((tune.batch_size, tune.seq_len, tune.max_steps),
+                         (paper_tune.batch_size, paper_tune.seq_len, paper_tune.max_steps))
+        self.assertEqual(tune.grad_accum_steps, steps)
+        restem = build(RestemConfig)
+        self.assertEqual((restem.iterations, restem.num_samples, restem.max_per_problem),
+                         (paper.iterations, paper.num_samples, paper.max_per_problem))
+        spec = gin.query_parameter("run.task").scoped_configurable_fn()
+        self.assertEqual(spec.name, "restem_math")
+
   def test_ablations_parse_on_top(self):
     from restem_jax.configurables import build  # pylint: disable=import-outside-toplevel
     from restem_jax.restem.loop import RestemConfig  # pylint: disable=import-outside-toplevel

@@ -132,6 +132,25 @@ class TrainerTest(parameterized.TestCase):
     with self.assertRaisesRegex(ConfigError, "not divisible by grad_accum_steps=2"):
       accum.step(accum.init_state(tiny_params()), rows(batch, slice(0, 3)))
 
+  @parameterized.parameters(2, 4, 8)
+  def test_microbatch_loss_and_gradients_equal_the_unsplit_batch(self, steps):
+    batch = make_batch(rows=8, length=16, seed=7)
+    batch["target_mask"][1, 5:12] = 0  # Uneven target counts across microbatches.
+    batch["valid"][2, 10:] = False
+    batch["reward"][3] = 0.0
+    config = OptimizerConfig(name="adamw", learning_rate=1e-2, max_grad_norm=0.0)
+    loss, grads = Trainer(TINY, config, MESH).gradients(tiny_params(), batch)
+    split = Trainer(TINY, config, MESH, grad_accum_steps=steps)
+    got_loss, got_grads = split.gradients(tiny_params(), batch)
+    self.assertAlmostEqual(got_loss, loss, delta=1e-5)
+    leaves_close(got_grads, grads, atol=1e-5)
+    # The train step computes what gradients() does: its loss, and its first moments
+    # (AdamW's first step: (1 - b1) x the gradient).
+    state, metrics = split.step(split.init_state(tiny_params()), batch)
+    self.assertAlmostEqual(metrics["loss"], loss, delta=1e-5)
+    (moments,) = first_moments(state)
+    leaves_close(jax.tree.map(lambda m: m / (1 - config.b1), moments), grads, atol=1e-5)
+
   def test_bf16_compute_with_fp32_master_weights(self):
     cfg = TINY.__class__(**{**TINY.__dict__, "dtype": "bfloat16"})
     trainer = Trainer(cfg, OptimizerConfig(learning_rate=3e-3), MESH)

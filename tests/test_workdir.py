@@ -67,6 +67,15 @@ class FingerprintTest(absltest.TestCase):
     check(d)
     parse("MeshConfig.data = 1", "RestemConfig.sample_batch = 4", "ModelConfig.remat = False")
     check(d)
+    # Microbatches: the same effective batch, loss and gradients (float rounding aside),
+    # and the same train state, so a run can resume mid M-step with more of them.
+    parse("FinetuneConfig.grad_accum_steps = 4", "base/FinetuneConfig.grad_accum_steps = 2")
+    self.assertNotIn("FinetuneConfig.grad_accum_steps", configurables.result_bindings())
+    self.assertNotIn("base/FinetuneConfig.grad_accum_steps", configurables.result_bindings())
+    check(d)
+    parse("FinetuneConfig.batch_size = 8")  # The effective batch is a result's.
+    with self.assertRaisesRegex(workdir.WorkdirError, "FinetuneConfig.batch_size: 16 -> 8"):
+      check(d)
 
   def test_macro_and_scoped_bindings_count(self):
     parse("base/FinetuneConfig.max_steps = 7")

@@ -103,8 +103,11 @@ def tpu_slice(topology: str) -> Slice:
     raise ConfigError("planning for TPU needs libtpu: pip install 'restem_jax[tpu]' (jax[tpu]).")
   # Planning only compiles: share libtpu with a run or another plan that loaded it.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  bounds = chips_per_host_bounds(match.group(1))
   try:
-    devices = topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
+    devices = topologies.get_topology_desc(
+        platform="tpu", topology_name=topology,
+        **({"chips_per_host_bounds": list(bounds)} if bounds else {})).devices
   except RuntimeError as e:
     raise ConfigError(f"libtpu cannot describe topology {topology!r}: {e}") from e
   kind = devices[0].device_kind
@@ -112,6 +115,32 @@ def tpu_slice(topology: str) -> Slice:
     raise ConfigError(f"no published figures for {kind!r} here; known: {sorted(CHIPS)}.")
   chips = math.prod(int(d) for d in match.group(1).split("x"))
   return Slice(topology, tuple(devices), CHIPS[kind], max(len(devices) // chips, 1))
+
+
+# libtpu's default chips per host, (x, y, z): a v4 / v5p host, and a host of a multi-host
+# v5e / v6e slice (MaxText describes every slice from v5e-16 up with it).
+DEFAULT_HOST_BOUNDS = (2, 2, 1)
+# The most chips one TPU VM holds: v5e-8 and v6e-8 are single hosts.
+MAX_CHIPS_PER_HOST = 8
+
+
+def chips_per_host_bounds(shape: str) -> tuple[int, ...] | None:
+  """The chips_per_host_bounds libtpu needs for a topology shape ("1x1", "4x4", "2x2x1").
+
+  None (libtpu's default, 2x2x1) where the shape tiles with it; otherwise a slice of
+  at most MAX_CHIPS_PER_HOST chips is one host, whose bounds are the shape itself:
+  libtpu refuses v5e:1x1 and v6e:1x1 (a Colab or single-chip VM) with its default, as
+  it is "not divisible by 2x2x1". Bounds group devices into processes only; a compiled
+  program's per-device memory and costs do not depend on them. v5e:2x4 keeps the default
+  (two hosts of 2x2, as MaxText describes v5e-8), though a v5e-8 VM is one host.
+  """
+  dims = [int(d) for d in shape.split("x")]
+  dims += [1] * (len(DEFAULT_HOST_BOUNDS) - len(dims))
+  if all(d % b == 0 for d, b in zip(dims, DEFAULT_HOST_BOUNDS)):
+    return None
+  if math.prod(dims) <= MAX_CHIPS_PER_HOST:
+    return tuple(dims)
+  return None  # libtpu says why it cannot describe the shape.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,9 +262,10 @@ def _layer_costs(model: ModelConfig, costs_of: Callable[[ModelConfig], dict[str,
 
 def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
                     rules: partitioning.Rules, rows: int, seq_len: int, tpu: Slice,
-                    estimates: bool = True) -> Program:
-  """The M-step's train step on `rows` x `seq_len` tokens (costs only with `estimates`)."""
-  trainer = Trainer(model, optimizer, mesh, rules)
+                    estimates: bool = True, grad_accum_steps: int = 1) -> Program:
+  """The M-step's train step on `rows` x `seq_len` tokens, in `grad_accum_steps` microbatches
+  of rows / grad_accum_steps (costs only with `estimates`)."""
+  trainer = Trainer(model, optimizer, mesh, rules, grad_accum_steps=grad_accum_steps)
   compiled, peak, refusal = _compile(lambda: trainer.compile_ahead(rows, seq_len))
   params = abstract_params(trainer.model)
   opt_state = jax.eval_shape(trainer.optimizer.init, params)
@@ -244,22 +274,79 @@ def plan_train_step(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
   temporaries = "activations, gradients, temporaries"
   name = "M-step train step"
   shape = f"{rows} rows x {seq_len} tokens, {optimizer.name}"
-  knobs = ("lower FinetuneConfig.batch_size or FinetuneConfig.seq_len, shard the parameters "
-           "and optimizer state over more chips (MeshConfig.fsdp), or keep ModelConfig.remat = True "
-           "(the default)")
+  if grad_accum_steps > 1:
+    micro = rows // grad_accum_steps
+    shape += f", as {grad_accum_steps} microbatches of {micro} row{'s' if micro > 1 else ''}"
+  knobs = ("raise FinetuneConfig.grad_accum_steps (the same batch_size rows a step, in smaller "
+           "microbatches), lower FinetuneConfig.seq_len or FinetuneConfig.batch_size, shard the "
+           "parameters and optimizer state over more chips (MeshConfig.fsdp), or keep "
+           "ModelConfig.remat = True (the default)")
   if compiled is None:  # XLA's figure is the whole program's, arguments included.
     parts[temporaries] = max(peak - sum(parts.values()), 0)
     return Program(name, shape, sum(parts.values()), parts, {}, {}, {}, {}, knobs, refusal)
   parts[temporaries] = max(peak - compiled.memory_analysis().argument_size_in_bytes, 0)
   if not estimates:
     return Program(name, shape, peak, parts, {}, {}, {}, {}, knobs)
-  cost = _layer_costs(model, lambda probe: {"step": _costs(
-      Trainer(probe, optimizer, mesh, rules).compile_ahead(rows, seq_len))})["step"]
+  cost = _train_step_costs(model, optimizer, mesh, rules, rows, seq_len, grad_accum_steps)
   flops = model_flops(model, rows, seq_len, seq_len, rows * seq_len,
                       training=True) / len(tpu.devices)
   seconds = roofline(max(cost[0], flops), cost[1], tpu, cost[2])
   return Program(name, shape, peak, parts, {"step": cost}, {"step": flops}, {"step": seconds},
                  {"training tokens/s (slice)": rows * seq_len / seconds}, knobs)
+
+
+def _train_step_costs(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
+                      rules: partitioning.Rules, rows: int, seq_len: int, steps: int
+                      ) -> tuple[float, ...]:
+  """XLA's costs of a train step of `steps` microbatches, every layer counted.
+
+  XLA counts the microbatch loop's body once, as it does the layer loop's: a step of
+  one microbatch (no loop) and one of two (the loop unrolled) give the rest, since every
+  microbatch costs the same; the update is counted once.
+  """
+  def step(n_rows: int, n_steps: int) -> tuple[float, ...]:
+    return _layer_costs(model, lambda probe: {"step": _costs(
+        Trainer(probe, optimizer, mesh, rules, grad_accum_steps=n_steps,
+                unroll_microbatches=True).compile_ahead(n_rows, seq_len))})["step"]
+  if steps == 1:
+    return step(rows, 1)
+  micro = rows // steps
+  one, two = step(micro, 1), step(2 * micro, 2)
+  return tuple(a + (steps - 1) * (b - a) for a, b in zip(one, two))
+
+
+def fitting_grad_accum_steps(model: ModelConfig, optimizer: OptimizerConfig, mesh: Mesh,
+                             rules: partitioning.Rules, rows: int, seq_len: int, tpu: Slice,
+                             start: int = 1) -> tuple[int, Program] | None:
+  """The fewest microbatches above `start` with which the train step of `rows` rows fits,
+  and its plan (fit only), searched by bisection over the divisors of `rows` whose
+  microbatch still splits evenly over the mesh's batch axes (memory falls as microbatches
+  shrink). When none fits: the most microbatches tried and its plan, which does not fit;
+  None when no divisor is left to try.
+  """
+  batch_devices = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  candidates = [k for k in range(start + 1, rows + 1)
+                if rows % k == 0 and (rows // k) % batch_devices == 0]
+  if not candidates:
+    return None
+  plans: dict[int, Program] = {}
+
+  def plan_at(k: int) -> Program:
+    if k not in plans:
+      plans[k] = plan_train_step(model, optimizer, mesh, rules, rows, seq_len, tpu,
+                                 estimates=False, grad_accum_steps=k)
+    return plans[k]
+
+  low, high = 0, len(candidates) - 1
+  if not plan_at(candidates[high]).fits(tpu):
+    return candidates[high], plans[candidates[high]]
+  while low < high:  # candidates[high] fits; find the first that does.
+    middle = (low + high) // 2
+    if plan_at(candidates[middle]).fits(tpu):
+      high = middle
+    else:
+      low = middle + 1
+  return candidates[high], plan_at(candidates[high])
 
 
 def with_resident(program: Program, name: str, resident: dict[str, int], knobs: str) -> Program:

@@ -177,10 +177,14 @@ class Trainer:
 
   def __init__(self, model_config: ModelConfig, optimizer_config: OptimizerConfig, mesh: Mesh,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES, *,
-               grad_accum_steps: int = 1):
+               grad_accum_steps: int = 1, unroll_microbatches: bool = False):
+    """`unroll_microbatches`: unroll the loop over microbatches (the plan's cost probes,
+    since XLA counts a loop body once)."""
     if grad_accum_steps < 1:
       raise ConfigError(f"grad_accum_steps={grad_accum_steps} must be >= 1.")
+    self.unroll_microbatches = unroll_microbatches
     self.model = Decoder(model_config)
+    self.optimizer_config = optimizer_config
     self.optimizer = make_optimizer(optimizer_config)
     self.mesh, self.rules = mesh, rules
     self.grad_accum_steps = grad_accum_steps
@@ -194,6 +198,7 @@ class Trainer:
                          donate_argnums=0)
     self._loss = jax.jit(self._loss_terms, in_shardings=(self.param_shardings, batch_sharding),
                          out_shardings=partitioning.replicated(mesh))
+    self._gradients = None  # Jitted on first use (tests and tools, not the M-step).
 
   def _opt_state_shardings(self, abstract_params):
     abstract_state = jax.eval_shape(self.optimizer.init, abstract_params)
@@ -223,12 +228,31 @@ class Trainer:
 
   def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
     """One optimizer update on `batch` (its rows split into grad_accum_steps microbatches)."""
+    self._check_rows(batch)
+    state, metrics = self._step(state, self._global(batch))
+    return state, {k: float(v) for k, v in metrics.items()}
+
+  def _check_rows(self, batch: Batch) -> None:
     rows = len(batch["tokens"])
     if rows % self.grad_accum_steps:
       raise ConfigError(f"batch of {rows} rows is not divisible by grad_accum_steps="
                         f"{self.grad_accum_steps}.")
-    state, metrics = self._step(state, self._global(batch))
-    return state, {k: float(v) for k, v in metrics.items()}
+
+  def gradients(self, params: Any, batch: Batch) -> tuple[float, Any]:
+    """(mean reward-weighted NLL per target token, its gradient) on `batch`, computed as
+    the train step computes them: over grad_accum_steps microbatches."""
+    self._check_rows(batch)
+    if self._gradients is None:
+      def gradients(params, batch):
+        with partitioning.sharding_context(self.mesh, self.rules):
+          total, weight, grads = self._accumulated(params, batch)
+        norm = jnp.maximum(weight, 1e-9)
+        return total / norm, jax.tree.map(lambda g: g / norm, grads)
+      self._gradients = jax.jit(
+          gradients, in_shardings=(self.param_shardings, self.batch_sharding),
+          out_shardings=(partitioning.replicated(self.mesh), self.param_shardings))
+    loss, grads = self._gradients(params, self._global(batch))
+    return float(loss), grads
 
   def loss(self, params: Any, batch: Batch) -> float:
     """Mean reward-weighted NLL per target token."""
@@ -255,18 +279,40 @@ class Trainer:
     with partitioning.sharding_context(self.mesh, self.rules):
       return weighted_nll(self.model, params, batch)
 
+  def _accumulated(self, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array, Any]:
+    """(sum of reward * NLL, sum of reward * target tokens, gradient of the first) over the
+    batch, one microbatch of rows / grad_accum_steps at a time.
+
+    Both sums add over microbatches exactly as over rows, so the normalised loss and
+    gradient are the unsplit batch's (up to float rounding); only one microbatch's
+    activations are alive at a time. Microbatch j takes rows j, j + k, j + 2k, ...: each
+    device keeps its own rows of every microbatch, where contiguous blocks of rows would
+    put a microbatch on a fraction of the devices.
+    """
+    grad_fn = jax.value_and_grad(lambda p, b: weighted_nll(self.model, p, b), has_aux=True)
+    k = self.grad_accum_steps
+    if k == 1:  # No accumulator: one gradient-sized buffer fewer.
+      (total, weight), grads = grad_fn(params, batch)
+      return total, weight, grads
+
+    def split(x):
+      x = jnp.moveaxis(x.reshape((-1, k) + x.shape[1:]), 1, 0)
+      return partitioning.constrain(x, (None, "act_batch") + (None,) * (x.ndim - 2))
+
+    def accumulate(carry, b):
+      (total, weight), grads = grad_fn(params, b)
+      return jax.tree.map(jnp.add, carry, (total, weight, grads)), None
+
+    # The gradient accumulates in the parameters' sharding (FSDP: each device its shard).
+    zeros = (jnp.float32(0), jnp.float32(0), jax.lax.with_sharding_constraint(
+        jax.tree.map(jnp.zeros_like, params), self.param_shardings))
+    (total, weight, grads), _ = jax.lax.scan(accumulate, zeros, jax.tree.map(split, batch),
+                                             unroll=k if self.unroll_microbatches else 1)
+    return total, weight, grads
+
   def _train_step(self, state: TrainState, batch: Batch):
     with partitioning.sharding_context(self.mesh, self.rules):
-      micro = jax.tree.map(
-          lambda x: x.reshape((self.grad_accum_steps, -1) + x.shape[1:]), batch)
-      grad_fn = jax.value_and_grad(lambda p, b: weighted_nll(self.model, p, b), has_aux=True)
-
-      def accumulate(carry, b):
-        (total, weight), grads = grad_fn(state.params, b)
-        return jax.tree.map(jnp.add, carry, (total, weight, grads)), None
-
-      zeros = (jnp.float32(0), jnp.float32(0), jax.tree.map(jnp.zeros_like, state.params))
-      (total, weight, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+      total, weight, grads = self._accumulated(state.params, batch)
       norm = jnp.maximum(weight, 1e-9)
       grads = jax.tree.map(lambda g: g / norm, grads)
       updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -274,7 +320,6 @@ class Trainer:
       metrics = {"loss": total / norm, "target_tokens": weight,
                  "grad_norm": optax.tree.norm(grads)}
       return TrainState(state.step + 1, params, opt_state), metrics
-
 
   def _global(self, batch: Batch) -> Batch:
     """Host rows (the same on every process), trimmed and with their target positions, as

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from restem_jax.checkpoint_io import checkpoints, files
 from restem_jax.engine import multihost
-from restem_jax.engine.config import at_least
+from restem_jax.engine.config import ConfigError, at_least
 from restem_jax.engine.engine import Engine
 from restem_jax.engine.trainer import Batch, Examples, Trainer
 
@@ -27,18 +27,35 @@ from restem_jax.engine.trainer import Batch, Examples, Trainer
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
   """The paper states no batch size or step count; these are project defaults."""
-  batch_size: int = 32
+  batch_size: int = 32  # Rows per optimizer step: the effective batch.
   max_steps: int = 1000
   eval_every: int = 100  # Validation reward is checked (and a checkpoint kept) this often.
   patience: int = 3  # Stop after this many checks without improvement; 0 = run max_steps.
   seq_len: int = 512  # Prompt + target tokens; longer examples are dropped with a warning.
   seed: int = 0
+  # Each step's batch_size rows go through the model as this many microbatches of
+  # batch_size / grad_accum_steps rows, their gradients summed before the one update: the
+  # same loss and gradient as the whole batch (up to float rounding) in a microbatch's
+  # activation memory. `python -m restem_jax.plan` suggests one when the batch does not fit.
+  grad_accum_steps: int = 1
 
   def __post_init__(self):
-    at_least(self, batch_size=1, patience=0, seq_len=2)
+    at_least(self, batch_size=1, patience=0, seq_len=2, grad_accum_steps=1)
     if self.eval_every < 1 or self.max_steps < self.eval_every:
       raise ValueError(f"FinetuneConfig: need 1 <= eval_every ({self.eval_every}) <= max_steps "
                        f"({self.max_steps}).")
+    if self.batch_size % self.grad_accum_steps:
+      divisors = [d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0]
+      raise ConfigError(
+          f"FinetuneConfig.batch_size={self.batch_size} is not divisible by "
+          f"FinetuneConfig.grad_accum_steps={self.grad_accum_steps}: a step splits its batch "
+          f"into grad_accum_steps microbatches of equal size. Set grad_accum_steps to one of "
+          f"{divisors}, or batch_size to a multiple of {self.grad_accum_steps}.")
+
+  @property
+  def microbatch_size(self) -> int:
+    """Rows the model sees at once: batch_size / grad_accum_steps."""
+    return self.batch_size // self.grad_accum_steps
 
 
 def tokenize(engine: Engine, prompts: Sequence[str], targets: Sequence[str], seq_len: int,
@@ -82,6 +99,11 @@ def finetune(trainer: Trainer, start: Callable[[], Any], examples: Examples,
   """
   if len(examples.tokens) == 0:
     raise ValueError(f"{desc}: no training examples (nothing was kept or all were too long).")
+  if trainer.grad_accum_steps != config.grad_accum_steps:
+    raise ValueError(f"{desc}: the trainer splits a batch into {trainer.grad_accum_steps} "
+                     f"microbatches, FinetuneConfig.grad_accum_steps says "
+                     f"{config.grad_accum_steps}: build it with Engine.trainer(optimizer, "
+                     "config.grad_accum_steps).")
   files.makedirs(workdir)
   progress_path = os.path.join(workdir, "progress.json")
   progress = {"step": 0, "best_step": 0, "best_score": -np.inf, "history": [], "done": False}

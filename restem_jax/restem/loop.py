@@ -84,7 +84,8 @@ def run(workdir: str, engine: Engine, task: TaskSpec, restem: RestemConfig,
   files.check_shared(workdir)
   problems = _splits(task, restem)
   evaluator = Evaluator(task, engine, evaluation)
-  trainer = engine.trainer(optimizer)
+  # The M-step's and the SFT control's: FinetuneConfig.grad_accum_steps microbatches a step.
+  trainer = engine.trainer(optimizer, m_step_config.grad_accum_steps)
   e_sampling = SamplingConfig(num_samples=restem.num_samples, temperature=restem.temperature,
                               top_k=restem.top_k, max_new_tokens=restem.max_new_tokens)
   val_reward = lambda params: evaluator.greedy_pass_at_1(params, problems["validation"],
@@ -221,15 +222,16 @@ def make_base_by_sft(path: str, *, engine: Engine, trainer: Trainer, labelled, v
                      optimizer: OptimizerConfig | None = None, init_seed: int = 0) -> None:
   """A base model for demos: random init, then SFT on the task's labelled split.
 
-  `optimizer` defaults to the run's (the M-step's) optimizer.
+  `optimizer` defaults to the run's (the M-step's) optimizer; `config.grad_accum_steps`
+  applies here as in the M-step.
   """
   if not labelled:
     raise ValueError("make_base_by_sft trains the base on the task's labelled split, but the "
                      "task has none (or it is empty); give run.base_checkpoint instead.")
   logging.info("no base checkpoint at %s: training one on %d labelled problems", path,
                len(labelled))
-  if optimizer is not None:
-    trainer = engine.trainer(optimizer)
+  if optimizer is not None or config.grad_accum_steps != trainer.grad_accum_steps:
+    trainer = engine.trainer(optimizer or trainer.optimizer_config, config.grad_accum_steps)
   examples = finetune.tokenize(engine, [p.prompt for p in labelled],
                                [p.reference for p in labelled], config.seq_len)
   result = finetune.finetune(trainer, lambda: engine.init_params(init_seed), examples, config,
