@@ -101,19 +101,29 @@ def _attend(q: Array, prefix: KV | None, prefix_mask: Array | None, own: KV,
   prefix: keys [B, K, P, D] visible where prefix_mask [B, P], e.g. a prompt
   head shared by every prompt. Returns [B, N, T, K, G, D].
   """
-  f32 = jnp.float32
-  neg = jnp.finfo(f32).min
-  s_own = jnp.einsum("bntkgd,bnksd->bnkgts", q, own.k, preferred_element_type=f32)
-  scores = [jnp.where(own_mask[:, :, None, None], s_own, neg)]
+  scores = [_own_scores(q, own.k, own_mask)]
   if prefix is not None:
-    s_pre = jnp.einsum("bntkgd,bkpd->bnkgtp", q, prefix.k, preferred_element_type=f32)
-    scores.append(jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg))
+    scores.append(_prefix_scores(q, prefix.k, prefix_mask))
   probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(q.dtype)
   s = own.k.shape[3]
   out = jnp.einsum("bnkgts,bnksd->bntkgd", probs[..., :s], own.v)
   if prefix is not None:
     out = out + jnp.einsum("bnkgtp,bkpd->bntkgd", probs[..., s:], prefix.v)
   return out
+
+
+def _own_scores(q: Array, k: Array, mask: Array) -> Array:
+  """q [B, N, T, K, G, D] against own keys [B, N, K, S, D] -> [B, N, K, G, T, S], float32,
+  where mask [B, N, T, S] hides a key: the float32 minimum."""
+  s = jnp.einsum("bntkgd,bnksd->bnkgts", q, k, preferred_element_type=jnp.float32)
+  return jnp.where(mask[:, :, None, None], s, jnp.finfo(jnp.float32).min)
+
+
+def _prefix_scores(q: Array, k: Array, mask: Array) -> Array:
+  """q [B, N, T, K, G, D] against prompt keys [B, K, P, D] -> [B, N, K, G, T, P], float32,
+  where mask [B, P] hides a key: the float32 minimum."""
+  s = jnp.einsum("bntkgd,bkpd->bnkgtp", q, k, preferred_element_type=jnp.float32)
+  return jnp.where(mask[:, None, None, None, None, :], s, jnp.finfo(jnp.float32).min)
 
 
 def _write(cache: KV, new: KV, index: Array) -> KV:
@@ -142,17 +152,13 @@ def _attend_decoding(q: Array, prefix, prefix_mask: Array | None, own: KV, own_m
   and log-sum-exp (`partial_attention`'s pair: the sampler reads each slot's
   prompt keys once for all of its lanes); the segments merge as in flash attention.
   """
-  f32 = jnp.float32
-  neg = jnp.finfo(f32).min
-  s_own = jnp.einsum("bntkgd,bnksd->bnkgts", q, own.k, preferred_element_type=f32)
-  s_own = jnp.where(own_mask[:, :, None, None], s_own, neg)
-  out, lse = partial_attention(s_own, own.v, "bnkgts,bnkds->bntkgd", q.dtype)
+  out, lse = partial_attention(_own_scores(q, own.k, own_mask), own.v, "bnkgts,bnkds->bntkgd",
+                               q.dtype)
   if prefix is None:
     return out.astype(q.dtype)
   if isinstance(prefix, KV):
-    s_pre = jnp.einsum("bntkgd,bkpd->bnkgtp", q, prefix.k, preferred_element_type=f32)
-    s_pre = jnp.where(prefix_mask[:, None, None, None, None, :], s_pre, neg)
-    pre_out, pre_lse = partial_attention(s_pre, prefix.v, "bnkgtp,bkdp->bntkgd", q.dtype)
+    pre_out, pre_lse = partial_attention(_prefix_scores(q, prefix.k, prefix_mask), prefix.v,
+                                         "bnkgtp,bkdp->bntkgd", q.dtype)
   else:
     pre_out, pre_lse = prefix.attend(q)
   top = jnp.maximum(lse, pre_lse)

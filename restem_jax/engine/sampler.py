@@ -235,10 +235,9 @@ class Sampler:
         self.last_call = CallStats(int(np.asarray(state["steps"])), shape.lanes, slots)
         return
       need = scalar(np.int32(min(refill, len(pending)) if pending else slots))
-      going = True
+      more, going = scalar(bool(pending)), True
       while going:
-        state, free, going = self._function("decode", shape)(params, state, need,
-                                                             scalar(bool(pending)))
+        state, free, going = self._function("decode", shape)(params, state, need, more)
         going = bool(np.asarray(going))
       free = np.asarray(free)
 

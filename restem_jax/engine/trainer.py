@@ -245,9 +245,8 @@ class Trainer:
     if self._gradients is None:
       def gradients(params, batch):
         with partitioning.sharding_context(self.mesh, self.rules):
-          total, weight, grads = self._accumulated(params, batch)
-        norm = jnp.maximum(weight, 1e-9)
-        return total / norm, jax.tree.map(lambda g: g / norm, grads)
+          loss, _, grads = self._mean_gradients(params, batch)
+        return loss, grads
       self._gradients = jax.jit(
           gradients, in_shardings=(self.param_shardings, self.batch_sharding),
           out_shardings=(partitioning.replicated(self.mesh), self.param_shardings))
@@ -310,14 +309,18 @@ class Trainer:
                                              unroll=k if self.unroll_microbatches else 1)
     return total, weight, grads
 
+  def _mean_gradients(self, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array, Any]:
+    """(loss per target token, reward-weighted target tokens, the loss's gradient)."""
+    total, weight, grads = self._accumulated(params, batch)
+    norm = jnp.maximum(weight, 1e-9)
+    return total / norm, weight, jax.tree.map(lambda g: g / norm, grads)
+
   def _train_step(self, state: TrainState, batch: Batch):
     with partitioning.sharding_context(self.mesh, self.rules):
-      total, weight, grads = self._accumulated(state.params, batch)
-      norm = jnp.maximum(weight, 1e-9)
-      grads = jax.tree.map(lambda g: g / norm, grads)
+      loss, weight, grads = self._mean_gradients(state.params, batch)
       updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      metrics = {"loss": total / norm, "target_tokens": weight,
+      metrics = {"loss": loss, "target_tokens": weight,
                  "grad_norm": optax.tree.norm(grads)}
       return TrainState(state.step + 1, params, opt_state), metrics
 
